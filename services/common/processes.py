@@ -1,0 +1,100 @@
+"""Child processes in their own process groups, stopped as a whole.
+
+`mlflow models serve` runs `mlserver start` as a child and does not pass signals on, and MLServer in
+turn starts worker processes. Stopping only the parent leaves the server running, so every service is
+started as the leader of a new process group and stopped by signalling the group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group `pgid` is still running (or not yet reaped)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def stop_group(pgid: int, *, grace: float) -> bool:
+    """SIGTERM a group that is not our child, then SIGKILL what is left after `grace` seconds.
+
+    Returns True when the group had to be killed.
+    """
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not group_alive(pgid):
+            return False
+        time.sleep(0.1)
+    _signal_group(pgid, signal.SIGKILL)
+    while group_alive(pgid):
+        time.sleep(0.05)
+    return True
+
+
+def start_group(
+    argv: list[str], *, env: dict[str, str] | None = None, stdout: int | None = None, cwd: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `argv` as the leader of a new process group (its pgid equals its pid)."""
+    return subprocess.Popen(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdout=stdout,
+        stderr=subprocess.STDOUT if stdout is not None else None,
+        start_new_session=True,
+    )
+
+
+def run_supervised(argv: list[str], *, env: dict[str, str], grace: float, name: str) -> int:
+    """Run `argv` in its own process group until it exits; SIGTERM/SIGINT stop the whole group.
+
+    This is how every long-running entrypoint runs its server: the group is signalled as a whole (so
+    grandchildren such as MLServer's workers stop too), and anything still running `grace` seconds
+    after the stop request is killed. The signal handler only sends signals: reaping stays in the main
+    loop, because Popen's wait is not re-entrant.
+    """
+    child = start_group(argv, env=env)
+    stop_requested_at: float | None = None
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stop_requested_at
+        if stop_requested_at is None:
+            stop_requested_at = time.monotonic()
+            print(f"{name}: {signal.Signals(signum).name}, stopping process group {child.pid}", flush=True)
+        _signal_group(child.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    killed = False
+    try:
+        while True:
+            try:
+                code = child.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if stop_requested_at is not None and not killed and time.monotonic() - stop_requested_at > grace:
+                    print(f"{name}: still running {grace:.0f} s after the stop request, killing it", flush=True)
+                    _signal_group(child.pid, signal.SIGKILL)
+                    killed = True
+        # The leader is gone; take down whatever it left behind in its group (MLServer, its workers).
+        stop_group(child.pid, grace=grace)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if stop_requested_at is not None and not killed else code

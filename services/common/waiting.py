@@ -1,0 +1,74 @@
+"""Bounded waiting for a service that another one depends on.
+
+Every entrypoint that needs another service calls `wait_for`: it retries with a capped backoff for a
+bounded time and then fails with a message naming the service, its address and what to check, instead
+of a bare connection traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import requests
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class DependencyUnavailable(RuntimeError):
+    """A service this process depends on did not become ready in time."""
+
+
+class NotReadyYet(Exception):
+    """Raised by a probe to say "try again"; its message says what was seen."""
+
+
+def wait_for(
+    probe: Callable[[], T],
+    *,
+    service: str,
+    address: str,
+    timeout: float,
+    hint: str = "",
+) -> T:
+    """Call `probe` until it returns without raising, for at most `timeout` seconds.
+
+    Connection errors and `NotReadyYet` are retried; any other exception is a real error and propagates.
+    """
+    retrying = Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_exponential(multiplier=0.25, max=3.0),
+        retry=retry_if_exception_type((NotReadyYet, requests.ConnectionError, requests.Timeout, OSError)),
+        before_sleep=lambda state: log.info(
+            "waiting for %s at %s: %s", service, address, state.outcome.exception() if state.outcome else ""
+        ),
+        reraise=False,
+    )
+    try:
+        return retrying(probe)
+    except RetryError as err:
+        last = err.last_attempt.exception()
+        message = f"{service} at {address} was not ready after {timeout:.0f} s (last error: {last})."
+        if hint:
+            message += f" {hint}"
+        raise DependencyUnavailable(message) from None
+
+
+def http_ok(url: str, *, timeout: float = 5.0) -> Callable[[], requests.Response]:
+    """A probe that succeeds when GET `url` answers 200."""
+
+    def probe() -> requests.Response:
+        response = requests.get(url, timeout=timeout)
+        if response.status_code != 200:
+            raise NotReadyYet(f"GET {url} answered {response.status_code}")
+        return response
+
+    return probe
+
+
+def wait_for_http(url: str, *, service: str, timeout: float, hint: str = "") -> None:
+    """Wait until GET `url` answers 200."""
+    wait_for(http_ok(url), service=service, address=url, timeout=timeout, hint=hint)

@@ -1,0 +1,53 @@
+"""Settings of the model server, named as MLflow and MLServer name them where they have a name."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from training.registry import MODEL_NAME_PATTERN, model_uri
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore")
+
+    tracking_uri: str = Field("http://127.0.0.1:5000", validation_alias="MLFLOW_TRACKING_URI")
+    model_name: str = Field("pytorch_simplenn_mnist", pattern=MODEL_NAME_PATTERN, validation_alias="MODEL_NAME")
+    model_ref: str = Field("@production", validation_alias="SERVING_MODEL_REF")
+    """Which version to serve: a number (1), an alias (@production) or a stage (Production)."""
+    host: str = Field("127.0.0.1", validation_alias="MLSERVER_HOST")
+    """MLServer binds 0.0.0.0 unless told otherwise; loopback is the safe default outside containers."""
+    http_port: int = Field(8080, ge=1, le=65535, validation_alias="MLSERVER_HTTP_PORT")
+    grpc_port: int = Field(8081, ge=1, le=65535, validation_alias="MLSERVER_GRPC_PORT")
+    metrics_port: int = Field(8082, ge=1, le=65535, validation_alias="MLSERVER_METRICS_PORT")
+    workers: int = Field(1, ge=0, le=16, validation_alias="MLSERVER_PARALLEL_WORKERS")
+    """MLServer inference worker processes; 0 runs inference in the server process itself."""
+    env_manager: str = Field("local", validation_alias="SERVING_ENV_MANAGER")
+    """local: use this image's or venv's packages; virtualenv: build the model's own environment."""
+    registry_wait_seconds: float = Field(300.0, gt=0, validation_alias="SERVING_REGISTRY_WAIT_SECONDS")
+    """How long to wait for the tracking server and for the model version to exist."""
+    shutdown_grace_seconds: float = Field(10.0, gt=0, validation_alias="SHUTDOWN_GRACE_SECONDS")
+
+    @field_validator("model_ref")
+    @classmethod
+    def _check_ref(cls, value: str) -> str:
+        model_uri("x", value)  # raises ValueError with the accepted forms
+        return value.strip()
+
+    @field_validator("env_manager")
+    @classmethod
+    def _check_env_manager(cls, value: str) -> str:
+        if value not in ("local", "virtualenv", "uv", "conda"):
+            raise ValueError(f"must be local, virtualenv, uv or conda, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> ServingSettings:
+        ports = (self.http_port, self.grpc_port, self.metrics_port)
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"MLSERVER_HTTP_PORT, MLSERVER_GRPC_PORT and MLSERVER_METRICS_PORT must differ: {ports}")
+        return self
+
+    @property
+    def model_uri(self) -> str:
+        return model_uri(self.model_name, self.model_ref)

@@ -1,0 +1,134 @@
+"""Load a registered model and measure its accuracy on MNIST test images, in-process or over REST.
+
+    python -m training.predict                              # models:/pytorch_simplenn_mnist/1, in-process
+    python -m training.predict --model-ref @production -n 10000
+    python -m training.predict --serving-url http://127.0.0.1:8080 -n 10000 --min-accuracy 0.975
+
+In-process, it loads the model exactly as the tutorial does with mlflow.pytorch.load_model. With a
+serving URL, it sends V2 inference requests over REST and also reports latency percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from services.common.waiting import DependencyUnavailable, wait_for_http
+from training.data import MnistUnavailable, load_test_set, resolve_root
+from training.registry import RegistryError, model_uri
+from training.settings import MnistSettings
+from training.tracking import connect
+from training.v2 import InferenceError, V2Client
+
+
+def load_registered_model(model_name: str, model_version: int | str) -> torch.nn.Module:
+    """The tutorial's snippet, verbatim in spirit: load a registered version as a torch module."""
+    model = mlflow.pytorch.load_model(model_uri=f"models:/{model_name}/{model_version}")
+    return model
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    images: int
+    correct: int
+    latencies_ms: list[float]
+    model_version: str | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.images
+
+    def summary(self) -> str:
+        text = f"accuracy {self.accuracy:.4f} ({self.correct}/{self.images} test images)"
+        if self.model_version:
+            text += f", served version {self.model_version}"
+        if self.latencies_ms:
+            p50, p95, p99 = np.percentile(self.latencies_ms, [50, 95, 99])
+            text += f"; {len(self.latencies_ms)} requests, latency p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms"
+        return text
+
+
+def evaluate_loaded(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
+    with torch.no_grad():
+        predicted = model(images).argmax(dim=1)
+    return Evaluation(len(images), int((predicted == labels).sum()), [])
+
+
+def evaluate_served(client: V2Client, images: np.ndarray, labels: np.ndarray, batch_size: int) -> Evaluation:
+    correct, latencies, version = 0, [], None
+    for start in range(0, len(images), batch_size):
+        began = time.perf_counter()
+        prediction = client.infer(images[start : start + batch_size])
+        latencies.append((time.perf_counter() - began) * 1000)
+        correct += int((prediction.digits == labels[start : start + batch_size]).sum())
+        version = prediction.model_version
+    return Evaluation(len(images), correct, latencies, version)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model-ref", default="1", help="version (1), alias (@production) or stage (Production); default 1"
+    )
+    parser.add_argument("--model-uri", help="any URI MLflow loads (runs:/..., models:/...); overrides --model-ref")
+    parser.add_argument("--serving-url", help="a V2 endpoint, e.g. http://127.0.0.1:8080: predict over REST")
+    parser.add_argument("--served-model", help="the model name on the server (default: MODEL_NAME)")
+    parser.add_argument("-n", "--images", type=int, default=1000, help="test images to evaluate (max 10000)")
+    parser.add_argument("--batch-size", type=int, default=100, help="images per REST request")
+    parser.add_argument("--min-accuracy", type=float, help="exit 1 when accuracy is below this")
+    parser.add_argument("--wait-seconds", type=float, default=60.0, help="how long to wait for the server")
+    args = parser.parse_args(argv)
+    if not 1 <= args.images <= 10_000:
+        parser.error("--images must be 1 to 10000")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = MnistSettings()
+        images, labels = load_test_set(
+            resolve_root(settings.mnist_root), download=settings.mnist_download, limit=args.images
+        )
+        if args.serving_url:
+            client = V2Client(args.serving_url, args.served_model or settings.model_name)
+            wait_for_http(client.ready_url, service="model server", timeout=args.wait_seconds)
+            result = evaluate_served(client, images.numpy(), labels.numpy(), args.batch_size)
+            print(f"{client.infer_url}: {result.summary()}")
+        else:
+            connect(settings.tracking_uri, wait_seconds=settings.tracking_wait_seconds)
+            uri = args.model_uri or model_uri(settings.model_name, args.model_ref)
+            if args.model_uri is None and args.model_ref.isdigit():
+                model = load_registered_model(settings.model_name, args.model_ref)
+            else:
+                model = mlflow.pytorch.load_model(uri)
+            result = evaluate_loaded(model, images, labels)
+            print(f"{uri}: {result.summary()}")
+    except (ValidationError, ValueError) as err:
+        print(f"invalid input: {err}", file=sys.stderr)
+        return 2
+    except (MnistUnavailable, DependencyUnavailable, RegistryError, InferenceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except mlflow.exceptions.MlflowException as err:
+        print(f"error: cannot load the model: {err.message}", file=sys.stderr)
+        return 2
+    if args.min_accuracy is not None and result.accuracy < args.min_accuracy:
+        print(f"accuracy {result.accuracy:.4f} is below the required {args.min_accuracy:.4f}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Model Registry lifecycle: model URIs, promotion with aliases and stages, rollback, lineage.
+
+Aliases (`staging`, `production`) are MLflow's modern form of stages. For the tutorial's sake every
+promotion also sets the matching deprecated stage (`Staging`, `Production`), and the production version
+it replaces becomes `Archived`. Each production version records the version it replaced in a tag, so
+`rollback` can walk back through production's history.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+LIFECYCLE_ALIASES = {"staging": "Staging", "production": "Production"}
+STAGES = ("None", "Staging", "Production", "Archived")
+PREVIOUS_PRODUCTION_TAG = "previous_production_version"
+ROLLED_BACK_TAG = "rolled_back_at"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot be done; the message says why."""
+
+
+def model_uri(name: str, ref: str) -> str:
+    """The `models:/` URI for a version ("3"), an alias ("@production") or a stage ("Production")."""
+    ref = ref.strip()
+    if ref.startswith("@"):
+        if not re.fullmatch(r"@[A-Za-z0-9_\-]+", ref):
+            raise ValueError(f"invalid alias reference {ref!r}")
+        return f"models:/{name}{ref}"
+    if ref.isdigit() and int(ref) > 0:
+        return f"models:/{name}/{int(ref)}"
+    stage = ref.capitalize()
+    if stage in STAGES[1:] or ref == "latest":
+        return f"models:/{name}/{ref if ref == 'latest' else stage}"
+    raise ValueError(
+        f"invalid model reference {ref!r}: use a version number (3), an alias (@production) "
+        "or a stage (Staging, Production, Archived)"
+    )
+
+
+def resolve_version(client: MlflowClient, name: str, ref: str) -> ModelVersion:
+    """The version that `ref` (as accepted by `model_uri`) points at now."""
+    uri = model_uri(name, ref)
+    ref = ref.strip()
+    try:
+        if ref.startswith("@"):
+            return client.get_model_version_by_alias(name, ref[1:])
+        if ref.isdigit():
+            return client.get_model_version(name, ref)
+        stage = None if ref == "latest" else ref.capitalize()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            versions = client.get_latest_versions(name, stages=[stage] if stage else None)
+    except MlflowException as err:
+        raise RegistryError(f"{uri} does not exist: {err.message}") from err
+    if not versions:
+        raise RegistryError(f"{uri} does not exist: no version of {name} is in that stage")
+    return max(versions, key=lambda v: int(v.version))
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _set_stage(client: MlflowClient, name: str, version: str, stage: str) -> None:
+    # The stage API is deprecated but still supported in MLflow 3.12; the tutorial relies on it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        client.transition_model_version_stage(name, version, stage, archive_existing_versions=stage != "Archived")
+
+
+@dataclass(frozen=True)
+class Promotion:
+    name: str
+    version: str
+    alias: str
+    previous: str | None
+
+    def describe(self) -> str:
+        was = f" (was version {self.previous})" if self.previous else ""
+        return f"{self.name} version {self.version} is now @{self.alias}{was}"
+
+
+def promote(client: MlflowClient, name: str, version: str | int, alias: str) -> Promotion:
+    """Point `alias` at `version` and set its stage; for production, archive the version it replaces."""
+    alias = alias.strip().lower()
+    if alias not in LIFECYCLE_ALIASES:
+        raise RegistryError(f"cannot promote to {alias!r}: use one of {', '.join(LIFECYCLE_ALIASES)}")
+    version = str(version)
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as err:
+        raise RegistryError(f"{name} version {version} does not exist: {err.message}") from err
+    current = _alias_version(client, name, alias)
+    previous = current.version if current is not None and current.version != version else None
+    if alias == "production" and previous is not None:
+        client.set_model_version_tag(name, version, PREVIOUS_PRODUCTION_TAG, previous)
+    client.set_registered_model_alias(name, alias, version)
+    _set_stage(client, name, version, LIFECYCLE_ALIASES[alias])
+    if alias == "production" and previous is not None:
+        _set_stage(client, name, previous, "Archived")
+    return Promotion(name, version, alias, previous)
+
+
+def rollback(client: MlflowClient, name: str) -> Promotion:
+    """Return production to the version that the current production version replaced."""
+    current = _alias_version(client, name, "production")
+    if current is None:
+        raise RegistryError(f"{name} has no @production version to roll back from")
+    target = current.tags.get(PREVIOUS_PRODUCTION_TAG)
+    if not target:
+        raise RegistryError(
+            f"{name} version {current.version} is @production but records no previous production version"
+        )
+    try:
+        client.get_model_version(name, target)
+    except MlflowException as err:
+        raise RegistryError(f"cannot roll back to {name} version {target}: {err.message}") from err
+    client.set_registered_model_alias(name, "production", target)
+    _set_stage(client, name, target, "Production")
+    _set_stage(client, name, current.version, "Archived")
+    client.set_model_version_tag(name, current.version, ROLLED_BACK_TAG, _now())
+    return Promotion(name, target, "production", current.version)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class LineageRow:
+    version: str
+    stage: str
+    aliases: tuple[str, ...]
+    run_id: str
+    experiment: str
+    metrics: dict[str, float]
+    created: str
+
+
+KEY_METRICS = ("test_accuracy", "val_accuracy", "val_loss")
+
+
+def lineage(client: MlflowClient, name: str) -> list[LineageRow]:
+    """Every version of `name`, newest first, with the run and experiment that produced it."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+        # search results leave aliases out; the registered model has them all.
+        aliases = client.get_registered_model(name).aliases if versions else {}
+    except MlflowException as err:
+        raise RegistryError(f"cannot list {name}: {err.message}") from err
+    aliases_of: dict[str, list[str]] = {}
+    for alias, target in aliases.items():
+        aliases_of.setdefault(str(target), []).append(alias)
+    experiments: dict[str, str] = {}
+    rows = []
+    for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        metrics: dict[str, float] = {}
+        experiment = ""
+        if mv.run_id:
+            try:
+                run = client.get_run(mv.run_id)
+            except MlflowException:
+                run = None
+            if run is not None:
+                metrics = {k: run.data.metrics[k] for k in KEY_METRICS if k in run.data.metrics}
+                exp_id = run.info.experiment_id
+                if exp_id not in experiments:
+                    experiments[exp_id] = client.get_experiment(exp_id).name
+                experiment = experiments[exp_id]
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.creation_timestamp / 1000))
+        rows.append(
+            LineageRow(
+                version=mv.version,
+                stage=mv.current_stage or "None",
+                aliases=tuple(sorted(aliases_of.get(str(mv.version), ()))),
+                run_id=mv.run_id or "",
+                experiment=experiment,
+                metrics=metrics,
+                created=created,
+            )
+        )
+    return rows
+
+
+def format_lineage(rows: list[LineageRow]) -> str:
+    header = ("version", "stage", "aliases", "run_id", "experiment", *KEY_METRICS, "created")
+    table: list[tuple[str, ...]] = [header]
+    for row in rows:
+        table.append(
+            (
+                row.version,
+                row.stage,
+                ",".join(row.aliases) or "-",
+                row.run_id,
+                row.experiment or "-",
+                *(f"{row.metrics[k]:.4f}" if k in row.metrics else "-" for k in KEY_METRICS),
+                row.created,
+            )
+        )
+    widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
+    lines = ("  ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=True)) for line in table)
+    return "\n".join(line.rstrip() for line in lines)
