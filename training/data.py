@@ -72,7 +72,7 @@ def _load_split(root: Path, *, train: bool, download: bool) -> datasets.MNIST:
     try:
         return datasets.MNIST(str(root), train=train, download=download)
     except (RuntimeError, OSError) as err:
-        raise MnistUnavailable(_missing_message(root, f"downloading failed ({err})")) from err
+        raise MnistUnavailable(_missing_message(root, f"downloading failed ({' '.join(str(err).split())})")) from err
 
 
 def to_inputs(images: torch.Tensor) -> torch.Tensor:

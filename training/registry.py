@@ -47,15 +47,15 @@ def model_uri(name: str, ref: str) -> str:
     )
 
 
-def resolve_version(client: MlflowClient, name: str, ref: str) -> ModelVersion:
-    """The version that `ref` (as accepted by `model_uri`) points at now."""
+def resolve_version(client: MlflowClient, name: str, ref: str) -> str:
+    """The version number that `ref` (as accepted by `model_uri`) points at now."""
     uri = model_uri(name, ref)
     ref = ref.strip()
     try:
         if ref.startswith("@"):
-            return client.get_model_version_by_alias(name, ref[1:])
+            return str(client.get_model_version_by_alias(name, ref[1:]).version)
         if ref.isdigit():
-            return client.get_model_version(name, ref)
+            return str(client.get_model_version(name, ref).version)
         stage = None if ref == "latest" else ref.capitalize()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -64,7 +64,7 @@ def resolve_version(client: MlflowClient, name: str, ref: str) -> ModelVersion:
         raise RegistryError(f"{uri} does not exist: {err.message}") from err
     if not versions:
         raise RegistryError(f"{uri} does not exist: no version of {name} is in that stage")
-    return max(versions, key=lambda v: int(v.version))
+    return str(max(int(v.version) for v in versions))
 
 
 def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -104,7 +104,7 @@ def promote(client: MlflowClient, name: str, version: str | int, alias: str) -> 
     except MlflowException as err:
         raise RegistryError(f"{name} version {version} does not exist: {err.message}") from err
     current = _alias_version(client, name, alias)
-    previous = current.version if current is not None and current.version != version else None
+    previous = str(current.version) if current is not None and str(current.version) != version else None
     if alias == "production" and previous is not None:
         client.set_model_version_tag(name, version, PREVIOUS_PRODUCTION_TAG, previous)
     client.set_registered_model_alias(name, alias, version)
@@ -130,9 +130,9 @@ def rollback(client: MlflowClient, name: str) -> Promotion:
         raise RegistryError(f"cannot roll back to {name} version {target}: {err.message}") from err
     client.set_registered_model_alias(name, "production", target)
     _set_stage(client, name, target, "Production")
-    _set_stage(client, name, current.version, "Archived")
-    client.set_model_version_tag(name, current.version, ROLLED_BACK_TAG, _now())
-    return Promotion(name, target, "production", current.version)
+    _set_stage(client, name, str(current.version), "Archived")
+    client.set_model_version_tag(name, str(current.version), ROLLED_BACK_TAG, _now())
+    return Promotion(name, target, "production", str(current.version))
 
 
 def _now() -> str:
@@ -183,7 +183,7 @@ def lineage(client: MlflowClient, name: str) -> list[LineageRow]:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.creation_timestamp / 1000))
         rows.append(
             LineageRow(
-                version=mv.version,
+                version=str(mv.version),
                 stage=mv.current_stage or "None",
                 aliases=tuple(sorted(aliases_of.get(str(mv.version), ()))),
                 run_id=mv.run_id or "",

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         client = connect(settings.tracking_uri, wait_seconds=settings.tracking_wait_seconds)
         name = settings.model_name
         if args.command == "promote":
-            version = registry.resolve_version(client, name, args.version).version
+            version = registry.resolve_version(client, name, args.version)
             print(registry.promote(client, name, version, args.to).describe())
         elif args.command == "rollback":
             print(registry.rollback(client, name).describe())

@@ -211,15 +211,15 @@ def register(
 
 
 def run(settings: TrainingSettings) -> TrainingResult:
-    client = connect(settings.tracking_uri, wait_seconds=settings.tracking_wait_seconds)
-    root = resolve_root(settings.mnist_root)
+    # Data first: a missing data set fails before anything is written to the tracking store.
     data = load_mnist(
-        root,
+        resolve_root(settings.mnist_root),
         download=settings.mnist_download,
         val_size=settings.val_size,
         seed=settings.seed,
         train_limit=settings.train_limit,
     )
+    client = connect(settings.tracking_uri, wait_seconds=settings.tracking_wait_seconds)
     experiment = mlflow.set_experiment(settings.experiment_name)
     model = build_model(settings.hidden_sizes, settings.dropout, settings.seed)
     with mlflow.start_run() as active:

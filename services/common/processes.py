@@ -31,19 +31,26 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
-def stop_group(pgid: int, *, grace: float) -> bool:
-    """SIGTERM a group that is not our child, then SIGKILL what is left after `grace` seconds.
+def stop_group(pgid: int, *, grace: float, leader: subprocess.Popen[bytes] | None = None) -> bool:
+    """SIGTERM the group, then SIGKILL what is left after `grace` seconds. True when it had to kill.
 
-    Returns True when the group had to be killed.
+    Pass `leader` when the group's leader is our own child: it is reaped while waiting, since an
+    unreaped zombie would keep the group alive. (Not from a signal handler: Popen is not re-entrant.)
     """
+
+    def alive() -> bool:
+        if leader is not None:
+            leader.poll()
+        return group_alive(pgid)
+
     _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not group_alive(pgid):
+        if not alive():
             return False
         time.sleep(0.1)
     _signal_group(pgid, signal.SIGKILL)
-    while group_alive(pgid):
+    while alive():
         time.sleep(0.05)
     return True
 

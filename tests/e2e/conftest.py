@@ -1,0 +1,96 @@
+"""One real stack for the end-to-end tests: rclone S3, the MLflow server, a trained and promoted model,
+and MLServer, each on free loopback ports, started through the project's own entrypoints."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port, module_env, run_module, server
+
+MODEL = "pytorch_simplenn_mnist"
+
+
+@dataclass(frozen=True)
+class Stack:
+    root: Path
+    tracking_uri: str
+    s3_endpoint: str
+    s3_keys: dict[str, str]
+    version: str
+    serving_url: str
+    grpc_port: int
+    metrics_url: str
+
+    def client_env(self, **overrides: str) -> dict[str, str]:
+        """What a user's client has: the tracking URI, and no S3 credentials at all."""
+        env = module_env(MLFLOW_TRACKING_URI=self.tracking_uri, **overrides)
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"):
+            env.pop(key, None)
+        return env
+
+    def serving_env(self, **overrides: str) -> dict[str, str]:
+        return self.client_env(MLSERVER_HOST="127.0.0.1", **overrides)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("stack")
+    keys = {"AWS_ACCESS_KEY_ID": f"test{secrets.token_hex(4)}", "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16)}
+    s3_port, mlflow_port = free_port(), free_port()
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    s3_endpoint = f"http://127.0.0.1:{s3_port}"
+    tracking_uri = f"http://127.0.0.1:{mlflow_port}"
+    server_env = module_env(
+        **keys,
+        S3_SERVER_ADDRESS=f"127.0.0.1:{s3_port}",
+        S3_SERVER_DIR=str(root / "s3"),
+        MLFLOW_S3_ENDPOINT_URL=s3_endpoint,
+        MLFLOW_ARTIFACTS_DESTINATION="s3://mlflow/",
+        MLFLOW_BACKEND_STORE_URI=f"sqlite:///{root / 'mlflow.db'}",
+        MLFLOW_PORT=str(mlflow_port),
+    )
+    with ExitStack() as running:
+        running.enter_context(server("s3", "infra.s3_server", server_env, root, s3_endpoint, any_answer=True))
+        bucket = run_module("infra.create_bucket", env=server_env)
+        assert bucket.returncode == 0, bucket.stderr
+        running.enter_context(
+            server("mlflow", "services.mlflow.entrypoint", server_env, root, f"{tracking_uri}/health")
+        )
+
+        client_env = module_env(MLFLOW_TRACKING_URI=tracking_uri, MNIST_ROOT=str(mnist_root))
+        result_file = root / "training.json"
+        trained = run_module(
+            "training.train",
+            "--train-limit", "6000", "--epochs", "1", "--output-json", str(result_file),
+            env=client_env,
+        )  # fmt: skip
+        assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+        version = json.loads(result_file.read_text())["version"]
+        promoted = run_module("training.registry_cli", "promote", version, "--to", "production", env=client_env)
+        assert promoted.returncode == 0, promoted.stderr
+
+        stack = Stack(
+            root=root,
+            tracking_uri=tracking_uri,
+            s3_endpoint=s3_endpoint,
+            s3_keys=keys,
+            version=version,
+            serving_url=f"http://127.0.0.1:{http_port}",
+            grpc_port=grpc_port,
+            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        )
+        serving_env = stack.serving_env(
+            MLSERVER_HTTP_PORT=str(http_port),
+            MLSERVER_GRPC_PORT=str(grpc_port),
+            MLSERVER_METRICS_PORT=str(metrics_port),
+        )
+        ready = f"{stack.serving_url}/v2/models/{MODEL}/ready"
+        running.enter_context(server("serving", "services.serving.entrypoint", serving_env, root, ready, timeout=180))
+        yield stack

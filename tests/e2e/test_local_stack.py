@@ -1,0 +1,64 @@
+"""The main command: `python -m infra.local.stack up`, `down`, and `up` again with the data kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+
+from services.common.processes import group_alive
+from tests.support import free_port, module_env, run_module
+
+pytestmark = pytest.mark.e2e
+
+
+def test_up_down_up_serves_the_next_version_and_down_stops_everything(tmp_path: Path, mnist_root: Path) -> None:
+    ports = {name: free_port() for name in ("S3_PORT", "MLFLOW_PORT", "MLSERVER_HTTP_PORT", "MLSERVER_GRPC_PORT",
+                                            "MLSERVER_METRICS_PORT")}  # fmt: skip
+    env = module_env(
+        SANDBOX_DIR=str(tmp_path / "sandbox"),
+        MNIST_ROOT=str(mnist_root),
+        TRAIN_LIMIT="5000",
+        TRAIN_EPOCHS="1",
+        SANDBOX_PREDICT_IMAGES="500",
+        SANDBOX_MIN_ACCURACY="0.85",
+        **{name: str(port) for name, port in ports.items()},
+    )
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_URI", "MLFLOW_BACKEND_STORE_URI"):
+        env.pop(key, None)
+    serving = f"http://127.0.0.1:{ports['MLSERVER_HTTP_PORT']}/v2/models/pytorch_simplenn_mnist"
+    run_dir = tmp_path / "sandbox" / "run"
+    try:
+        first = run_module("infra.local.stack", "up", env=env)
+        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+        assert "The sandbox is up" in first.stdout
+        assert f"http://127.0.0.1:{ports['MLFLOW_PORT']}" in first.stdout
+        assert "served version 1" in first.stdout
+        assert requests.get(f"{serving}/ready", timeout=5).status_code == 200
+        logs = {p.name for p in (tmp_path / "sandbox" / "logs").iterdir()}
+        assert {"s3.log", "mlflow.log", "training.log", "serving.log", "predict.log"} <= logs
+        credentials = tmp_path / "sandbox" / "s3-credentials.json"
+        assert credentials.stat().st_mode & 0o077 == 0
+
+        groups = [json.loads(p.read_text())["pid"] for p in run_dir.glob("*.pid")]
+        assert len(groups) == 3 and all(group_alive(g) for g in groups)
+        down = run_module("infra.local.stack", "down", env=env)
+        assert down.returncode == 0, down.stderr
+        assert not any(group_alive(g) for g in groups)
+        assert not list(run_dir.glob("*.pid"))
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{serving}/ready", timeout=2)
+
+        second = run_module("infra.local.stack", "up", env=env)
+        assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+        assert "version 2 is now @production (was version 1)" in second.stdout
+        assert "served version 2" in second.stdout
+        listing = run_module("training.registry_cli", "list",
+                             env=dict(env, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{ports['MLFLOW_PORT']}"))  # fmt: skip
+        rows = [line.split()[:2] for line in listing.stdout.splitlines()[1:]]
+        assert rows == [["2", "Production"], ["1", "Archived"]]
+    finally:
+        run_module("infra.local.stack", "down", env=env)
+    assert not list(run_dir.glob("*.pid"))

@@ -1,0 +1,181 @@
+"""The sandbox end to end on real servers: registry, loading, serving over V2 REST, and its failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from services.common.processes import group_alive
+from services.common.s3 import s3_client
+from tests.e2e.conftest import MODEL, Stack
+from tests.support import PROJECT_ROOT, PYTHON, free_port, run_module
+from training.data import load_test_set
+from training.v2 import V2Client, infer_payload
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def test_images(mnist_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = load_test_set(mnist_root, download=False, limit=1000)
+    return images.numpy(), labels.numpy()
+
+
+def test_served_model_predicts_real_digits(stack: Stack, test_images: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = test_images
+    client = V2Client(stack.serving_url, MODEL)
+    prediction = client.infer(images[:200])
+    assert prediction.probabilities.shape == (200, 10)
+    assert prediction.model_version == stack.version
+    assert float((prediction.digits == labels[:200]).mean()) >= 0.9
+    single = client.infer(images[:1])
+    assert single.digits[0] == labels[0]
+
+
+def test_predict_cli_reports_accuracy_and_enforces_the_threshold(stack: Stack, mnist_root: Path) -> None:
+    env = stack.client_env(MNIST_ROOT=str(mnist_root))
+    ok = run_module("training.predict", "--serving-url", stack.serving_url, "-n", "500", "--min-accuracy", "0.85",
+                    env=env)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert "accuracy 0.9" in ok.stdout and "p99" in ok.stdout and f"served version {stack.version}" in ok.stdout
+    strict = run_module("training.predict", "--serving-url", stack.serving_url, "-n", "500", "--min-accuracy", "0.9999",
+                        env=env)  # fmt: skip
+    assert strict.returncode == 1 and "below the required" in strict.stderr
+
+
+TUTORIAL = """
+import mlflow
+model_name = "pytorch_simplenn_mnist"
+model_version = {version}
+model = mlflow.pytorch.load_model(model_uri=f"models:/{{model_name}}/{{model_version}}")
+"""
+
+
+def test_tutorial_load_snippet_and_every_uri_form(stack: Stack, mnist_root: Path, tmp_path: Path) -> None:
+    # A fresh interpreter in an empty folder, with no S3 credentials: artifacts come through the server.
+    run_id = requests.get(
+        f"{stack.tracking_uri}/api/2.0/mlflow/model-versions/get",
+        params={"name": MODEL, "version": stack.version},
+        timeout=10,
+    ).json()["model_version"]["run_id"]
+    script = TUTORIAL.format(version=stack.version) + textwrap.dedent(f"""
+        import torch
+        from torchvision import datasets
+        test = datasets.MNIST({str(mnist_root)!r}, train=False, download=False)
+        x = test.data[:300].unsqueeze(1).float() / 255
+        def accuracy(m):
+            return float((m(x).argmax(1) == test.targets[:300]).float().mean())
+        print("version", accuracy(model))
+        for uri in ["models:/{MODEL}@production", "models:/{MODEL}/Production", "runs:/{run_id}/model"]:
+            print(uri, accuracy(mlflow.pytorch.load_model(uri)))
+    """)
+    done = subprocess.run([PYTHON, "-c", script], env=stack.client_env(), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 4
+    assert all(float(line.split()[-1]) > 0.85 for line in lines), lines
+
+
+def test_artifacts_are_objects_in_the_bucket(stack: Stack) -> None:
+    from pydantic import SecretStr
+
+    s3 = s3_client(
+        stack.s3_endpoint,
+        SecretStr(stack.s3_keys["AWS_ACCESS_KEY_ID"]),
+        SecretStr(stack.s3_keys["AWS_SECRET_ACCESS_KEY"]),
+    )
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow")["Contents"]]
+    assert any(k.endswith("/MLmodel") for k in keys)
+    assert any(k.endswith("/model.pth") or k.endswith("data/model.pth") for k in keys)
+    assert any(k.endswith("plots/confusion_matrix.png") for k in keys)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]},
+        {"inputs": [{"name": "input-0", "shape": [1, 1, 28, 28], "datatype": "BYTES", "data": ["x"] * 784}]},
+        {"inputs": [{"name": "input-0", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.5] * 10}]},
+        {"nonsense": True},
+        "not json at all",
+    ],
+    ids=["wrong-shape", "strings", "data-does-not-fill-shape", "no-inputs", "invalid-json"],
+)
+def test_malformed_requests_get_an_error_and_the_server_stays_up(
+    stack: Stack, body: object, test_images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    url = f"{stack.serving_url}/v2/models/{MODEL}/infer"
+    if isinstance(body, str):
+        response = requests.post(url, data=body, headers={"content-type": "application/json"}, timeout=30)
+    else:
+        response = requests.post(url, json=body, timeout=30)
+    assert response.status_code >= 400
+    images, labels = test_images
+    after = requests.post(url, json=infer_payload(images[:5]), timeout=30)
+    assert after.status_code == 200
+    assert requests.get(f"{stack.serving_url}/v2/models/{MODEL}/ready", timeout=5).status_code == 200
+
+
+def test_prometheus_metrics_count_inferences(stack: Stack, test_images: tuple[np.ndarray, np.ndarray]) -> None:
+    V2Client(stack.serving_url, MODEL).infer(test_images[0][:2])
+    metrics = requests.get(stack.metrics_url, timeout=10).text
+    assert "model_infer_request_success" in metrics
+    assert f'model="{MODEL}"' in metrics
+
+
+def test_tracking_server_accepts_the_compose_host_name_and_refuses_others(stack: Stack) -> None:
+    url = f"{stack.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(url, headers={"Host": "mlflow:5000"}, timeout=10).status_code == 200
+    assert requests.get(url, headers={"Host": "evil.example"}, timeout=10).status_code == 403
+
+
+def test_serving_waits_boundedly_for_a_missing_model_and_names_it(stack: Stack) -> None:
+    env = stack.serving_env(SERVING_MODEL_REF="@no-such-alias", SERVING_REGISTRY_WAIT_SECONDS="3",
+                            MLSERVER_HTTP_PORT=str(free_port()))  # fmt: skip
+    began = time.monotonic()
+    done = run_module("services.serving.entrypoint", env=env, timeout=120)
+    assert done.returncode == 1
+    assert time.monotonic() - began < 60
+    assert f"models:/{MODEL}@no-such-alias" in done.stderr and stack.tracking_uri in done.stderr
+
+
+def test_sigterm_stops_the_whole_serving_process_group(stack: Stack) -> None:
+    http_port = free_port()
+    env = stack.serving_env(MLSERVER_HTTP_PORT=str(http_port), MLSERVER_GRPC_PORT=str(free_port()),
+                            MLSERVER_METRICS_PORT=str(free_port()), SERVING_MODEL_REF=stack.version)  # fmt: skip
+    log = open(stack.root / "serving-sigterm.log", "wb")
+    proc = subprocess.Popen([PYTHON, "-m", "services.serving.entrypoint"], env=env, cwd=str(PROJECT_ROOT),
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        ready = f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/ready"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(ready, timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None, (stack.root / "serving-sigterm.log").read_text()[-3000:]
+            time.sleep(0.5)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 1
+        group = int(children[0])
+        assert group_alive(group)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert not group_alive(group), "MLServer outlived its supervisor"
+        with pytest.raises(requests.ConnectionError):
+            requests.get(ready, timeout=2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

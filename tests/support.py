@@ -1,0 +1,73 @@
+"""Real servers for tests: started as process groups on free loopback ports, stopped as groups."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from services.common.processes import start_group, stop_group
+from services.common.waiting import http_ok, wait_for
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def module_env(**overrides: str) -> dict[str, str]:
+    """The test process's environment plus `overrides`, for running the project's entrypoints."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.update(overrides)
+    return env
+
+
+@contextmanager
+def server(
+    name: str,
+    module: str,
+    env: dict[str, str],
+    log_dir: Path,
+    ready_url: str,
+    *,
+    timeout: float = 120,
+    any_answer: bool = False,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `python -m module` until the block ends; yield once `ready_url` answers 200 (or at all)."""
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        proc = start_group([PYTHON, "-m", module], env=env, stdout=log.fileno(), cwd=str(PROJECT_ROOT))
+    try:
+        probe = (lambda: requests.get(ready_url, timeout=3)) if any_answer else http_ok(ready_url)
+
+        def ready() -> None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            probe()
+
+        wait_for(ready, service=name, address=ready_url, timeout=timeout, hint=f"log: {log_path}")
+        yield proc
+    finally:
+        stop_group(proc.pid, grace=15, leader=proc)
+
+
+def run_module(module: str, *args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run `python -m module args` to completion, capturing its output."""
+    return subprocess.run(
+        [PYTHON, "-m", module, *args],
+        env=env,
+        cwd=str(PROJECT_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

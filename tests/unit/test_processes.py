@@ -1,0 +1,53 @@
+"""Process groups: a supervisor's SIGTERM stops grandchildren that ignore their parent's death."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from services.common.processes import group_alive, start_group, stop_group
+
+# A parent that starts a child and does not pass signals on, like `mlflow models serve` with MLServer.
+PARENT = textwrap.dedent("""
+    import subprocess, sys, time
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    time.sleep(600)
+""")
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+
+
+def test_stop_group_takes_down_grandchildren() -> None:
+    proc = start_group([sys.executable, "-c", PARENT])
+    time.sleep(1.0)
+    assert stop_group(proc.pid, grace=10, leader=proc) is False
+    assert not group_alive(proc.pid)
+
+
+def test_stop_group_kills_what_ignores_sigterm_after_the_grace_period() -> None:
+    proc = start_group([sys.executable, "-c", STUBBORN])
+    time.sleep(0.5)
+    began = time.monotonic()
+    assert stop_group(proc.pid, grace=1.0, leader=proc) is True
+    assert 1.0 <= time.monotonic() - began < 10
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_supervised_entrypoint_stops_its_whole_group_on_sigterm() -> None:
+    supervisor = textwrap.dedent(f"""
+        import sys
+        from services.common.processes import run_supervised
+        sys.exit(run_supervised([sys.executable, "-c", {PARENT!r}], env={{}}, grace=5, name="test"))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", supervisor], stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 1
+    group = int(children[0])
+    assert group_alive(group)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert not group_alive(group)
+    assert "stopping process group" in proc.stdout.read()

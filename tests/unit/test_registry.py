@@ -1,0 +1,147 @@
+"""Promotion, archiving, rollback and alias semantics against a temporary SQLite registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from training import registry
+from training.registry_cli import main as cli
+
+NAME = "pytorch_simplenn_mnist"
+
+
+@pytest.fixture()
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("registry-test", artifact_location=str(tmp_path / "artifacts"))
+    client.create_registered_model(NAME)
+    for accuracy in (0.95, 0.97, 0.98):
+        run = client.create_run(experiment)
+        client.log_metric(run.info.run_id, "test_accuracy", accuracy)
+        client.set_terminated(run.info.run_id)
+        client.create_model_version(NAME, source=str(tmp_path / "m"), run_id=run.info.run_id)
+    return client
+
+
+def stages(client: MlflowClient) -> dict[str, str]:
+    return {str(mv.version): mv.current_stage for mv in client.search_model_versions(f"name = '{NAME}'")}
+
+
+def alias(client: MlflowClient, name: str) -> str:
+    return str(client.get_model_version_by_alias(NAME, name).version)
+
+
+def test_promote_to_staging_sets_alias_and_stage(client: MlflowClient) -> None:
+    result = registry.promote(client, NAME, 2, "staging")
+    assert (result.version, result.previous) == ("2", None)
+    assert alias(client, "staging") == "2"
+    assert stages(client)["2"] == "Staging"
+
+
+def test_promoting_to_production_archives_the_previous_production_version(client: MlflowClient) -> None:
+    registry.promote(client, NAME, 1, "production")
+    result = registry.promote(client, NAME, 2, "production")
+    assert result.previous == "1"
+    assert alias(client, "production") == "2"
+    assert stages(client) == {"1": "Archived", "2": "Production", "3": "None"}
+    assert client.get_model_version(NAME, "2").tags[registry.PREVIOUS_PRODUCTION_TAG] == "1"
+
+
+def test_a_new_staging_version_archives_the_old_staging_one_but_not_production(client: MlflowClient) -> None:
+    registry.promote(client, NAME, 1, "production")
+    registry.promote(client, NAME, 2, "staging")
+    registry.promote(client, NAME, 3, "staging")
+    assert stages(client) == {"1": "Production", "2": "Archived", "3": "Staging"}
+    assert alias(client, "staging") == "3"
+
+
+def test_rollback_walks_back_through_production_history(client: MlflowClient) -> None:
+    for version in (1, 2, 3):
+        registry.promote(client, NAME, version, "production")
+    assert registry.rollback(client, NAME).version == "2"
+    assert alias(client, "production") == "2"
+    assert stages(client) == {"1": "Archived", "2": "Production", "3": "Archived"}
+    assert registry.ROLLED_BACK_TAG in client.get_model_version(NAME, "3").tags
+    assert registry.rollback(client, NAME).version == "1"
+    with pytest.raises(registry.RegistryError, match="no previous production version"):
+        registry.rollback(client, NAME)
+    assert alias(client, "production") == "1"
+
+
+def test_rollback_without_production_is_a_clear_error(client: MlflowClient) -> None:
+    with pytest.raises(registry.RegistryError, match="no @production version"):
+        registry.rollback(client, NAME)
+
+
+def test_promoting_the_current_version_again_changes_nothing(client: MlflowClient) -> None:
+    registry.promote(client, NAME, 1, "production")
+    assert registry.promote(client, NAME, 1, "production").previous is None
+    assert registry.PREVIOUS_PRODUCTION_TAG not in client.get_model_version(NAME, "1").tags
+
+
+def test_bad_targets_are_refused_and_change_nothing(client: MlflowClient) -> None:
+    with pytest.raises(registry.RegistryError, match="does not exist"):
+        registry.promote(client, NAME, 9, "production")
+    with pytest.raises(registry.RegistryError, match="cannot promote to 'canary'"):
+        registry.promote(client, NAME, 1, "canary")
+    assert client.get_registered_model(NAME).aliases == {}
+
+
+def test_references_resolve_to_versions(client: MlflowClient) -> None:
+    registry.promote(client, NAME, 2, "production")
+    assert registry.resolve_version(client, NAME, "@production") == "2"
+    assert registry.resolve_version(client, NAME, "Production") == "2"
+    assert registry.resolve_version(client, NAME, "3") == "3"
+    with pytest.raises(registry.RegistryError):
+        registry.resolve_version(client, NAME, "@staging")
+
+
+@pytest.mark.parametrize(
+    ("ref", "uri"),
+    [
+        ("1", f"models:/{NAME}/1"),
+        ("@production", f"models:/{NAME}@production"),
+        ("production", f"models:/{NAME}/Production"),
+        ("Staging", f"models:/{NAME}/Staging"),
+    ],
+)
+def test_model_uris(ref: str, uri: str) -> None:
+    assert registry.model_uri(NAME, ref) == uri
+
+
+@pytest.mark.parametrize("ref", ["0", "-1", "@", "@bad alias", "canary", ""])
+def test_invalid_references_are_refused(ref: str) -> None:
+    with pytest.raises(ValueError):
+        registry.model_uri(NAME, ref)
+
+
+def test_lineage_table_links_versions_to_runs_and_experiment(client: MlflowClient) -> None:
+    registry.promote(client, NAME, 3, "production")
+    rows = registry.lineage(client, NAME)
+    assert [row.version for row in rows] == ["3", "2", "1"]
+    assert rows[0].aliases == ("production",) and rows[0].stage == "Production"
+    assert rows[0].experiment == "registry-test"
+    assert rows[0].metrics["test_accuracy"] == pytest.approx(0.98)
+    assert rows[0].run_id == client.get_model_version(NAME, "3").run_id
+    table = registry.format_lineage(rows)
+    assert table.splitlines()[0].split()[:5] == ["version", "stage", "aliases", "run_id", "experiment"]
+
+
+def test_cli_promote_rollback_list(client: MlflowClient, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["promote", "1", "--to", "production"]) == 0
+    assert cli(["promote", "2", "--to", "Production"]) == 0
+    assert "version 2 is now @production (was version 1)" in capsys.readouterr().out
+    assert cli(["rollback"]) == 0
+    assert "version 1 is now @production (was version 2)" in capsys.readouterr().out
+    assert cli(["list"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[3].split()[:3] == ["1", "Production", "production"]
+    assert cli(["promote", "7", "--to", "staging"]) == 1
+    assert "does not exist" in capsys.readouterr().err

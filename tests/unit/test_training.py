@@ -1,0 +1,76 @@
+"""The training job against a temporary SQLite store: what it logs, registers, and that seeds repeat."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from training.settings import TrainingSettings
+from training.train import TrainingResult, run
+
+QUICK = {"train_limit": 3_000, "epochs": 2, "hidden_sizes": (64,), "val_size": 1_000}
+
+
+@pytest.fixture()
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_root: Path) -> str:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MNIST_ROOT", str(mnist_root))
+    monkeypatch.chdir(tmp_path)  # the default artifact root (./mlruns) lands in the temp folder
+    return uri
+
+
+def train(uri: str, **overrides: object) -> TrainingResult:
+    return run(TrainingSettings(tracking_uri=uri, **{**QUICK, **overrides}))
+
+
+def test_a_run_logs_everything_and_registers_a_version(store: str) -> None:
+    result = train(store)
+    client = MlflowClient(store)
+    run = client.get_run(result.run_id)
+    assert run.data.params["hidden_sizes"] == "64" and run.data.params["epochs"] == "2"
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        assert [m.step for m in client.get_metric_history(result.run_id, key)] == [1, 2]
+    assert run.data.metrics["test_accuracy"] == pytest.approx(result.test_accuracy)
+    contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
+    assert contexts == {"training", "validation", "test"}
+    assert all(i.dataset.digest for i in run.inputs.dataset_inputs)
+    plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert plots == {"plots/curves.png", "plots/confusion_matrix.png"}
+
+    version = client.get_model_version("pytorch_simplenn_mnist", result.version)
+    assert version.run_id == result.run_id
+    assert "float32 pixels in [0, 1]" in version.description
+    assert "(N, 1, 28, 28)" in client.get_registered_model("pytorch_simplenn_mnist").description
+    assert str(client.get_model_version_by_alias("pytorch_simplenn_mnist", "staging").version) == result.version
+    assert result.model_uri == f"models:/pytorch_simplenn_mnist/{result.version}"
+
+
+def test_the_logged_model_takes_raw_pixels_for_any_batch(store: str, mnist_root: Path) -> None:
+    from training.data import load_test_set
+
+    result = train(store)
+    mlflow.set_tracking_uri(store)
+    images, labels = load_test_set(mnist_root, download=False, limit=500)
+    pyfunc = mlflow.pyfunc.load_model(result.model_uri)
+    for batch in (1, 3, 500):
+        out = pyfunc.predict(images[:batch].numpy())
+        assert out.shape == (batch, 10)
+    accuracy = float((np.asarray(pyfunc.predict(images.numpy())).argmax(1) == labels.numpy()).mean())
+    assert accuracy > 0.8
+    loaded = mlflow.pytorch.load_model(result.model_uri)
+    assert torch.allclose(loaded(images[:4]).sum(1), torch.ones(4), atol=1e-5)
+
+
+def test_same_seed_same_metrics(store: str) -> None:
+    first, second = train(store, seed=5), train(store, seed=5)
+    client = MlflowClient(store)
+    for key in ("train_loss", "val_accuracy", "test_accuracy"):
+        a = [m.value for m in client.get_metric_history(first.run_id, key)]
+        b = [m.value for m in client.get_metric_history(second.run_id, key)]
+        assert a == b
+    assert (first.version, second.version) == ("1", "2")
