@@ -31,7 +31,7 @@ def wait_for_version(client: MlflowClient, settings: ServingSettings) -> str:
 
     def probe() -> str:
         try:
-            return resolve_version(client, settings.model_name, settings.model_ref).version
+            return resolve_version(client, settings.model_name, settings.model_ref)
         except RegistryError as err:
             raise NotReadyYet(str(err)) from err
 

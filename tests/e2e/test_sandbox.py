@@ -8,6 +8,7 @@ import subprocess
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -111,7 +112,7 @@ def test_artifacts_are_objects_in_the_bucket(stack: Stack) -> None:
     ids=["wrong-shape", "strings", "data-does-not-fill-shape", "no-inputs", "invalid-json"],
 )
 def test_malformed_requests_get_an_error_and_the_server_stays_up(
-    stack: Stack, body: object, test_images: tuple[np.ndarray, np.ndarray]
+    stack: Stack, body: Any, test_images: tuple[np.ndarray, np.ndarray]
 ) -> None:
     url = f"{stack.serving_url}/v2/models/{MODEL}/infer"
     if isinstance(body, str):

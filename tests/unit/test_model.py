@@ -30,7 +30,7 @@ def test_same_seed_same_weights_other_seed_other_weights() -> None:
     first, second, other = (build_model((64, 32), 0.1, seed) for seed in (3, 3, 4))
     for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    assert not torch.equal(first.layers[1].weight, other.layers[1].weight)
+    assert not torch.equal(first.state_dict()["layers.1.weight"], other.state_dict()["layers.1.weight"])
 
 
 def test_hidden_sizes_shape_the_layers() -> None:

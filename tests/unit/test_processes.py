@@ -50,4 +50,5 @@ def test_supervised_entrypoint_stops_its_whole_group_on_sigterm() -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     assert not group_alive(group)
+    assert proc.stdout is not None
     assert "stopping process group" in proc.stdout.read()

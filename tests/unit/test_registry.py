@@ -31,7 +31,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
 
 
 def stages(client: MlflowClient) -> dict[str, str]:
-    return {str(mv.version): mv.current_stage for mv in client.search_model_versions(f"name = '{NAME}'")}
+    return {str(mv.version): mv.current_stage or "None" for mv in client.search_model_versions(f"name = '{NAME}'")}
 
 
 def alias(client: MlflowClient, name: str) -> str:

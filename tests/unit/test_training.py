@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -13,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from training.settings import TrainingSettings
 from training.train import TrainingResult, run
 
-QUICK = {"train_limit": 3_000, "epochs": 2, "hidden_sizes": (64,), "val_size": 1_000}
+QUICK: dict[str, Any] = {"train_limit": 3_000, "epochs": 2, "hidden_sizes": (64,), "val_size": 1_000}
 
 
 @pytest.fixture()
@@ -24,7 +25,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_root: Path) -> 
     return uri
 
 
-def train(uri: str, **overrides: object) -> TrainingResult:
+def train(uri: str, **overrides: Any) -> TrainingResult:
     return run(TrainingSettings(tracking_uri=uri, **{**QUICK, **overrides}))
 
 
@@ -44,7 +45,7 @@ def test_a_run_logs_everything_and_registers_a_version(store: str) -> None:
 
     version = client.get_model_version("pytorch_simplenn_mnist", result.version)
     assert version.run_id == result.run_id
-    assert "float32 pixels in [0, 1]" in version.description
+    assert "float32 pixels in [0, 1]" in (version.description or "")
     assert "(N, 1, 28, 28)" in client.get_registered_model("pytorch_simplenn_mnist").description
     assert str(client.get_model_version_by_alias("pytorch_simplenn_mnist", "staging").version) == result.version
     assert result.model_uri == f"models:/pytorch_simplenn_mnist/{result.version}"
