@@ -1,28 +1,38 @@
-"""Serve a registered model with MLServer, through the tutorial's command.
+"""Serve a registered model with MLServer, through the tutorial's command, following its alias.
 
     python -m services.serving.entrypoint
 
-Waits (boundedly) until the requested version, alias or stage exists in the registry, resolves it to a
-version number, then runs
+Waits (boundedly) until the requested version, alias or stage exists in the registry, downloads that
+version into SERVING_DIR and runs
 
-    mlflow models serve -m models:/NAME/VERSION --env-manager local --enable-mlserver
+    mlflow models serve -m <SERVING_DIR>/current --env-manager local --enable-mlserver
 
 as a supervised process group: V2 REST on MLSERVER_HTTP_PORT, gRPC on MLSERVER_GRPC_PORT, Prometheus
-metrics on MLSERVER_METRICS_PORT.
+metrics on MLSERVER_METRICS_PORT. When SERVING_MODEL_REF is an alias or a stage, a follower polls the
+registry and, when it moves, downloads the new version, repoints `current` and has MLServer reload the
+model in place (the new copy is up before the old one goes): no restart, no failed request.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
+import requests
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
 from services.common.processes import run_supervised
-from services.common.waiting import DependencyUnavailable, NotReadyYet, wait_for
+from services.common.waiting import DependencyUnavailable, NotReadyYet, http_ok, wait_for
+from services.serving.model_store import ModelStore
 from services.serving.settings import ServingSettings
-from training.registry import RegistryError, model_uri, resolve_version
+from training.registry import RegistryError, resolve_version
 from training.tracking import connect
 
 
@@ -44,10 +54,10 @@ def wait_for_version(client: MlflowClient, settings: ServingSettings) -> str:
     )
 
 
-def serve_command(settings: ServingSettings, version: str) -> list[str]:
+def serve_command(settings: ServingSettings, model_dir: Path) -> list[str]:
     return [
         sys.executable, "-m", "mlflow", "models", "serve",
-        "-m", model_uri(settings.model_name, version),
+        "-m", str(model_dir),
         "--env-manager", settings.env_manager,
         "--enable-mlserver",
         "-h", settings.host,
@@ -63,9 +73,6 @@ def serve_env(settings: ServingSettings, version: str) -> dict[str, str]:
     env.update(
         {
             "MLFLOW_TRACKING_URI": settings.tracking_uri,
-            # Keep artifact downloads on the tracking server's proxy: no presigned URLs straight to S3,
-            # so serving needs no object-store credentials or network path.
-            "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
             "MLSERVER_GRPC_PORT": str(settings.grpc_port),
             "MLSERVER_METRICS_PORT": str(settings.metrics_port),
             # Set here rather than with `-w`: mlflow drops a worker count of 0.
@@ -77,7 +84,55 @@ def serve_env(settings: ServingSettings, version: str) -> dict[str, str]:
     return env
 
 
+class Follower:
+    """Keeps the served version equal to what the followed alias or stage points at."""
+
+    def __init__(self, client: MlflowClient, settings: ServingSettings, store: ModelStore) -> None:
+        self.client = client
+        self.settings = settings
+        self.store = store
+        self.stopped = threading.Event()
+
+    def switch(self, version: str) -> float:
+        """Serve `version`: download it, repoint `current`, reload in place. Returns the seconds it took."""
+        began = time.monotonic()
+        previous = self.store.current_version()
+        self.store.prepare(version, self.settings.model_ref)
+        self.store.activate(version)
+        url = f"{self.settings.url}/v2/repository/models/{self.settings.model_name}/load"
+        response = requests.post(url, timeout=300)
+        if response.status_code != 200:
+            if previous:
+                self.store.activate(previous)
+            raise RuntimeError(f"MLServer refused to load version {version}: {response.status_code} {response.text}")
+        self.store.prune()
+        return time.monotonic() - began
+
+    def run(self) -> None:
+        ready = http_ok(f"{self.settings.url}/v2/models/{self.settings.model_name}/ready")
+        while not self.stopped.is_set():
+            try:
+                ready()
+                break
+            except (NotReadyYet, requests.RequestException):
+                self.stopped.wait(1.0)
+        while not self.stopped.wait(self.settings.poll_seconds):
+            try:
+                target = resolve_version(self.client, self.settings.model_name, self.settings.model_ref)
+                current = self.store.current_version()
+                if target != current:
+                    took = self.switch(target)
+                    print(f"serving: {self.settings.model_uri} moved to version {target}; now serving it "
+                          f"(was {current}, switched in {took:.2f} s)", flush=True)  # fmt: skip
+            except (RegistryError, MlflowException, requests.RequestException, RuntimeError, OSError) as err:
+                print(f"serving: could not follow {self.settings.model_uri}, still serving "
+                      f"{self.store.current_version()}: {err}", flush=True)  # fmt: skip
+
+
 def main() -> int:
+    # Artifact downloads stay on the tracking server's proxy: no presigned URLs straight to S3, so serving
+    # needs no object-store credentials or network path.
+    os.environ["MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"] = "false"
     try:
         settings = ServingSettings()
         client = connect(settings.tracking_uri, wait_seconds=settings.registry_wait_seconds)
@@ -88,17 +143,36 @@ def main() -> int:
     except DependencyUnavailable as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(
-        f"serving: {settings.model_uri} is version {version}; V2 REST on http://{settings.host}:{settings.http_port},"
-        f" gRPC on {settings.host}:{settings.grpc_port}, metrics on http://{settings.host}:{settings.metrics_port}/metrics",
-        flush=True,
-    )
-    return run_supervised(
-        serve_command(settings, version),
-        env=serve_env(settings, version),
-        grace=settings.shutdown_grace_seconds,
-        name="serving",
-    )
+    root = settings.serving_dir or Path(tempfile.mkdtemp(prefix="serving-"))
+    store = ModelStore(root.resolve(), settings.model_name)
+    try:
+        try:
+            store.prepare(version, settings.model_ref)
+        except (MlflowException, OSError) as err:
+            print(f"error: cannot download {settings.model_uri} (version {version}): {err}", file=sys.stderr)
+            return 1
+        store.activate(version)
+        print(
+            f"serving: {settings.model_uri} is version {version}"
+            + (f", followed every {settings.poll_seconds:g} s" if settings.follows else " (pinned)")
+            + f"; V2 REST on http://{settings.host}:{settings.http_port}, gRPC on {settings.host}:"
+            f"{settings.grpc_port}, metrics on http://{settings.host}:{settings.metrics_port}/metrics",
+            flush=True,
+        )
+        follower = Follower(client, settings, store)
+        if settings.follows:
+            threading.Thread(target=follower.run, name="follower", daemon=True).start()
+        code = run_supervised(
+            serve_command(settings, store.current),
+            env=serve_env(settings, version),
+            grace=settings.shutdown_grace_seconds,
+            name="serving",
+        )
+        follower.stopped.set()
+        return code
+    finally:
+        if settings.serving_dir is None:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -14,7 +16,12 @@ class ServingSettings(BaseSettings):
     tracking_uri: str = Field("http://127.0.0.1:5000", validation_alias="MLFLOW_TRACKING_URI")
     model_name: str = Field("pytorch_simplenn_mnist", pattern=MODEL_NAME_PATTERN, validation_alias="MODEL_NAME")
     model_ref: str = Field("@production", validation_alias="SERVING_MODEL_REF")
-    """Which version to serve: a number (1), an alias (@production) or a stage (Production)."""
+    """Which version to serve: a number (1) is pinned; an alias (@production) or a stage (Production) is
+    followed: when it moves, the server reloads the new version in place."""
+    poll_seconds: float = Field(2.0, gt=0, le=60, validation_alias="SERVING_POLL_SECONDS")
+    """How often a followed alias is checked in the registry."""
+    serving_dir: Path | None = Field(None, validation_alias="SERVING_DIR")
+    """Where served versions are downloaded; unset: a temporary folder removed at exit."""
     host: str = Field("127.0.0.1", validation_alias="MLSERVER_HOST")
     """MLServer binds 0.0.0.0 unless told otherwise; loopback is the safe default outside containers."""
     http_port: int = Field(8080, ge=1, le=65535, validation_alias="MLSERVER_HTTP_PORT")
@@ -51,3 +58,13 @@ class ServingSettings(BaseSettings):
     @property
     def model_uri(self) -> str:
         return model_uri(self.model_name, self.model_ref)
+
+    @property
+    def follows(self) -> bool:
+        """Whether the reference can move (alias or stage), as opposed to a pinned version number."""
+        return not self.model_ref.isdigit()
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.http_port}"
