@@ -28,7 +28,7 @@ class TrackingServerSettings(BaseSettings):
     aws_access_key_id: SecretStr | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
     aws_secret_access_key: SecretStr | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY")
     dependency_wait_seconds: float = Field(60.0, gt=0, validation_alias="MLFLOW_DEPENDENCY_WAIT_SECONDS")
-    """How long to wait for the object store before giving up."""
+    """How long to wait for the database and the object store before giving up."""
     shutdown_grace_seconds: float = Field(10.0, gt=0, validation_alias="SHUTDOWN_GRACE_SECONDS")
 
     @property
