@@ -1,0 +1,142 @@
+"""The servers under test, each started as its own process group on free loopback ports and stopped as one.
+
+stock_scoring   (b) mlflow models serve -m models:/NAME/V --env-manager local
+stock_mlserver  (c) the same with --enable-mlserver, every MLServer setting at its default
+ours            (d) python -m services.serving.entrypoint, as shipped (its defaults)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from services.common.processes import start_group, stop_group
+
+PYTHON = sys.executable
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+STOCK_MLSERVER_MODEL = "mlflow-model"  # the name mlflow gives the model when --enable-mlserver starts it
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(tracking_uri: str, **overrides: str) -> dict[str, str]:
+    """This environment without any serving setting (so stock means stock), plus `overrides`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSERVER_", "SERVING_", "MLFLOW_"))}
+    env.update(MLFLOW_TRACKING_URI=tracking_uri, PYTHONUNBUFFERED="1")
+    # mlflow runs `mlserver start` by name: make it resolve to this interpreter's environment.
+    env["PATH"] = os.pathsep.join([os.path.dirname(PYTHON), env.get("PATH", "")])
+    env.update(overrides)
+    return env
+
+
+@dataclass(frozen=True)
+class Running:
+    pid: int
+    cold_start_s: float
+    http_url: str
+    grpc_target: str | None
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server's whole process tree: every descendant of its leader, whatever
+        its process group (our entrypoint runs MLServer in a group of its own). Shared pages count once
+        per process, as `ps` shows them."""
+        page = os.sysconf("SC_PAGE_SIZE")
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+        tree, grown = {self.pid}, True
+        while grown:
+            before = len(tree)
+            tree |= {pid for pid, parent in parents.items() if parent in tree}
+            grown = len(tree) > before
+        total = 0
+        for pid in tree:
+            try:
+                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+            except (OSError, IndexError, ValueError):
+                continue
+        return total / 2**20
+
+
+@contextmanager
+def started(
+    name: str, argv: list[str], env: dict[str, str], ready_url: str, log_dir: Path, *, timeout: float = 300
+) -> Iterator[tuple[int, float]]:
+    """Start `argv` as a process group; yield (pgid, seconds until `ready_url` answered 200); stop the group."""
+    log_path = log_dir / f"{name}.log"
+    began = time.monotonic()
+    with open(log_path, "wb") as log:
+        proc = start_group(argv, env=env, stdout=log.fileno(), cwd=str(PROJECT_ROOT))
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() - began > timeout:
+                raise RuntimeError(f"{name} was not ready at {ready_url} after {timeout:.0f} s; log: {log_path}")
+            time.sleep(0.05)
+        yield proc.pid, time.monotonic() - began
+    finally:
+        stop_group(proc.pid, grace=15, leader=proc)
+
+
+@contextmanager
+def stock_scoring(tracking_uri: str, model_uri: str, log_dir: Path) -> Iterator[Running]:
+    port = free_port()
+    argv = [PYTHON, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+            "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with started("stock_scoring", argv, clean_env(tracking_uri), f"{url}/ping", log_dir) as (pgid, cold):
+        yield Running(pgid, cold, url, None)
+
+
+@contextmanager
+def stock_mlserver(tracking_uri: str, model_uri: str, log_dir: Path) -> Iterator[Running]:
+    port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    argv = [PYTHON, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+            "--enable-mlserver", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    # Only the ports are set (MLServer's fixed defaults would collide with other servers); nothing else.
+    env = clean_env(tracking_uri, MLSERVER_GRPC_PORT=str(grpc_port), MLSERVER_METRICS_PORT=str(metrics_port))
+    url = f"http://127.0.0.1:{port}"
+    ready = f"{url}/v2/models/{STOCK_MLSERVER_MODEL}/ready"
+    with started("stock_mlserver", argv, env, ready, log_dir) as (pgid, cold):
+        yield Running(pgid, cold, url, f"127.0.0.1:{grpc_port}")
+
+
+@contextmanager
+def ours(tracking_uri: str, model_name: str, log_dir: Path, **settings: str) -> Iterator[Running]:
+    port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    env = clean_env(
+        tracking_uri,
+        MODEL_NAME=model_name,
+        SERVING_DIR=str(log_dir / "serving"),
+        MLSERVER_HOST="127.0.0.1",
+        MLSERVER_HTTP_PORT=str(port),
+        MLSERVER_GRPC_PORT=str(grpc_port),
+        MLSERVER_METRICS_PORT=str(metrics_port),
+        **settings,
+    )
+    url = f"http://127.0.0.1:{port}"
+    ready = f"{url}/v2/models/{model_name}/ready"
+    with started("ours", [PYTHON, "-m", "services.serving.entrypoint"], env, ready, log_dir) as (pgid, cold):
+        yield Running(pgid, cold, url, f"127.0.0.1:{grpc_port}")

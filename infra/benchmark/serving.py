@@ -1,0 +1,226 @@
+"""Serving benchmark: the same registered model, served four ways, measured side by side in one run.
+
+    python -m infra.benchmark.serving [--duration 10] [--out bench-results/]
+
+    (a) in-process: mlflow.pyfunc.load_model(...).predict(images), no server (the limit)
+    (b) stock `mlflow models serve` scoring server
+    (c) stock tutorial command `mlflow models serve --env-manager local --enable-mlserver`, MLServer defaults
+    (d) this project's serving as shipped (python -m services.serving.entrypoint): V2 REST and V2 gRPC
+
+For each: requests/s, images/s, p50 and p99 latency, for one image and a batch of 32 per request, at 1 and
+16 concurrent clients (closed loop); cold start to ready; RSS of the server's whole process tree. REST load
+comes from wrk (apt install wrk), gRPC load from an asyncio client that sends pre-serialized requests
+(its CPU cost per request is printed with the results). Without --tracking-uri, it starts a throwaway MLflow
+server and trains the shipped model architecture on a slice of MNIST (MNIST_ROOT). Writes
+<out>/serving-benchmark.md and <out>/serving-benchmark.png. Everything runs on loopback and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import requests
+from mlserver.grpc import dataplane_pb2 as pb
+
+from infra.benchmark import load, servers
+from infra.benchmark.load import Measurement
+from infra.benchmark.report import Row, Server, chart, markdown
+from training.v2 import infer_payload
+
+MODEL = "pytorch_simplenn_mnist"
+CONFIGS = ("a", "b", "c", "d")
+
+
+@contextmanager
+def throwaway_registry(work: Path, train_limit: int) -> Iterator[tuple[str, str]]:
+    """A temporary MLflow server with one trained version of the model aliased @production."""
+    port = servers.free_port()
+    env = servers.clean_env(
+        f"http://127.0.0.1:{port}",
+        MLFLOW_BACKEND_STORE_URI=f"sqlite:///{work / 'mlflow.db'}",
+        MLFLOW_ARTIFACTS_DESTINATION=str(work / "artifacts"),
+        MLFLOW_PORT=str(port),
+    )
+    tracking_uri = env["MLFLOW_TRACKING_URI"]
+    argv = [servers.PYTHON, "-m", "services.mlflow.entrypoint"]
+    with servers.started("mlflow", argv, env, f"{tracking_uri}/health", work):
+        result = work / "training.json"
+        trained = subprocess.run(
+            [servers.PYTHON, "-m", "training.train", "--train-limit", str(train_limit), "--epochs", "1",
+             "--alias", "production", "--output-json", str(result)],
+            env=env, cwd=str(servers.PROJECT_ROOT), capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        if trained.returncode != 0:
+            raise RuntimeError(f"training failed:\n{trained.stdout[-2000:]}\n{trained.stderr[-3000:]}")
+        yield tracking_uri, json.loads(result.read_text())["version"]
+
+
+def grpc_request(model: str, images: np.ndarray) -> bytes:
+    """A V2 ModelInferRequest carrying the batch as raw little-endian FP32 bytes (no per-element encoding)."""
+    tensor = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=list(images.shape))
+    request = pb.ModelInferRequest(model_name=model, inputs=[tensor], raw_input_contents=[images.tobytes()])
+    return request.SerializeToString()
+
+
+def check_rest(url: str, body: bytes, batch: int) -> None:
+    """One request before measuring: the server must answer it with `batch` predictions, not an error."""
+    response = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+    if response.status_code != 200:
+        raise RuntimeError(f"POST {url} answered {response.status_code}: {response.text[:500]}")
+    answer = response.json()
+    predictions = answer["outputs"][0]["shape"][0] if "outputs" in answer else len(answer["predictions"])
+    if predictions != batch:
+        raise RuntimeError(f"POST {url} returned {predictions} predictions for {batch} images")
+
+
+def check_grpc(target: str, request: bytes, batch: int) -> None:
+    import grpc
+
+    with grpc.insecure_channel(target) as channel:
+        infer = channel.unary_unary(load.GRPC_INFER, response_deserializer=pb.ModelInferResponse.FromString)
+        answer = infer(request, timeout=60)
+    if answer.outputs[0].shape[0] != batch:
+        raise RuntimeError(f"gRPC {target} returned shape {list(answer.outputs[0].shape)} for {batch} images")
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, images: dict[int, np.ndarray]) -> None:
+        self.args = args
+        self.images = images
+        self.rows: list[Row] = []
+        self.servers: list[Server] = []
+
+    def measure(self, config: str, label: str, protocol: str, run: Callable[[int, int, float], Measurement]) -> None:
+        for batch in self.images:
+            for clients in self.args.clients:
+                if self.args.warmup:
+                    run(batch, clients, self.args.warmup)
+                result = run(batch, clients, self.args.duration)
+                self.rows.append(Row(config, label, protocol, batch, clients, result))
+                print(f"  ({config}) {protocol:4} batch {batch:2} x{clients:2}: {result.req_s:9,.0f} req/s "
+                      f"{result.img_s:10,.0f} img/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
+                      f"errors {result.errors}", flush=True)  # fmt: skip
+
+    def rest(self, config: str, label: str, url: str, bodies: dict[int, bytes]) -> None:
+        for batch, body in bodies.items():
+            check_rest(url, body, batch)
+        self.measure(config, label, "REST", lambda b, c, s: load.wrk(url, bodies[b], clients=c, seconds=s, batch=b))
+
+    def grpc(self, config: str, label: str, target: str, model: str) -> None:
+        requests_ = {batch: grpc_request(model, images) for batch, images in self.images.items()}
+        for batch, request in requests_.items():
+            check_grpc(target, request, batch)
+        self.measure(
+            config, label, "gRPC", lambda b, c, s: load.grpc_infer(target, requests_[b], clients=c, seconds=s, batch=b)
+        )
+
+    def v2_bodies(self) -> dict[int, bytes]:
+        return {batch: json.dumps(infer_payload(images)).encode() for batch, images in self.images.items()}
+
+
+def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], list[Server]]:
+    rng = np.random.default_rng(0)
+    bench = Bench(args, {b: rng.random((b, 1, 28, 28), dtype=np.float32) for b in (1, args.batch)})
+    with ExitStack() as stack:
+        if args.tracking_uri:
+            tracking_uri, version = args.tracking_uri, args.model_version
+        else:
+            print("starting a throwaway MLflow server and training the model ...", flush=True)
+            tracking_uri, version = stack.enter_context(throwaway_registry(work, args.train_limit))
+        model_uri = f"models:/{MODEL}/{version}"
+        print(f"model: {model_uri} at {tracking_uri}", flush=True)
+
+        if "a" in args.configs:
+            label = "in-process pyfunc.predict"
+            mlflow.set_tracking_uri(tracking_uri)
+            began = time.monotonic()
+            model = mlflow.pyfunc.load_model(model_uri)
+            bench.servers.append(Server("a", label, time.monotonic() - began, None))
+            print(f"(a) {label}: loaded in {bench.servers[-1].cold_start_s:.1f} s", flush=True)
+            bench.measure(
+                "a", label, "call",
+                lambda b, c, s: load.in_process(lambda: model.predict(bench.images[b]), clients=c, seconds=s, batch=b),
+            )  # fmt: skip
+        if "b" in args.configs:
+            label = "mlflow models serve"
+            with servers.stock_scoring(tracking_uri, model_uri, work) as srv:
+                print(f"(b) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
+                bodies = {b: json.dumps({"inputs": im.tolist()}).encode() for b, im in bench.images.items()}
+                bench.rest("b", label, f"{srv.http_url}/invocations", bodies)
+                bench.servers.append(Server("b", label, srv.cold_start_s, srv.rss_mb()))
+        if "c" in args.configs:
+            label = "--enable-mlserver, defaults"
+            with servers.stock_mlserver(tracking_uri, model_uri, work) as srv:
+                print(f"(c) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
+                url = f"{srv.http_url}/v2/models/{servers.STOCK_MLSERVER_MODEL}/infer"
+                bench.rest("c", label, url, bench.v2_bodies())
+                bench.servers.append(Server("c", label, srv.cold_start_s, srv.rss_mb()))
+        if "d" in args.configs:
+            label = "ours, as shipped"
+            with servers.ours(tracking_uri, MODEL, work) as srv:
+                print(f"(d) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
+                bench.rest("d", label, f"{srv.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies())
+                assert srv.grpc_target is not None
+                bench.grpc("d", label, srv.grpc_target, MODEL)
+                bench.servers.append(Server("d", label, srv.cold_start_s, srv.rss_mb()))
+    return bench.rows, bench.servers
+
+
+def machine() -> str:
+    loadavg = os.getloadavg()
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
+            f"Python {platform.python_version()}, load average at the end {loadavg[0]:.2f}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per case (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each case")
+    parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16])
+    parser.add_argument("--batch", type=int, default=32, help="images per request of the batch case")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="which of a,b,c,d to run (default all)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--train-limit", type=int, default=2000, help="images to train the throwaway model on")
+    parser.add_argument("--tracking-uri", help="use this MLflow server's model instead of a throwaway one")
+    parser.add_argument("--model-version", default="1", help="with --tracking-uri: the version to serve")
+    args = parser.parse_args(argv)
+    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if unknown := set(args.configs) - set(CONFIGS):
+        parser.error(f"unknown configs {sorted(unknown)}; choose from {','.join(CONFIGS)}")
+    if shutil.which("wrk") is None and set(args.configs) & {"b", "c", "d"}:
+        print("error: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="serving-bench-"))
+    try:
+        rows, measured = run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = (f"Serving benchmark, {stamp}; {args.duration:g} s per case after {args.warmup:g} s warm-up; "
+              f"closed-loop clients on loopback.\nMachine: {machine()}.")  # fmt: skip
+    table = args.out / "serving-benchmark.md"
+    table.write_text(markdown(rows, measured, header))
+    chart(rows, args.out / "serving-benchmark.png", f"Serving benchmark ({stamp})")
+    print("\n" + table.read_text())
+    print(f"wrote {table} and {args.out / 'serving-benchmark.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

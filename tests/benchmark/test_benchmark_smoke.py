@@ -1,0 +1,31 @@
+"""The serving benchmark runs end to end in a few seconds of load and writes its table and chart.
+
+Only a smoke run: the benchmark itself (python -m infra.benchmark.serving) is not part of the test run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support import module_env, run_module
+
+pytestmark = pytest.mark.e2e
+
+
+def test_benchmark_writes_a_table(tmp_path: Path, mnist_root: Path) -> None:
+    assert shutil.which("wrk"), "wrk is missing: apt-get install wrk (.ci/run installs it)"
+    out = tmp_path / "bench"
+    done = run_module(
+        "infra.benchmark.serving",
+        "--duration", "1", "--warmup", "0", "--clients", "1", "--batch", "4", "--configs", "a,d",
+        "--train-limit", "500", "--out", str(out),
+        env=module_env(MNIST_ROOT=str(mnist_root)),
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = (out / "serving-benchmark.md").read_text()
+    assert "| (d) ours, as shipped | gRPC | 4 | 1 |" in table, table
+    assert (out / "serving-benchmark.png").stat().st_size > 0
