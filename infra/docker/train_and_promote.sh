@@ -17,7 +17,7 @@ try:
     version = resolve_version(connect(settings.tracking_uri), settings.model_name, settings.model_ref)
 except RegistryError:
     sys.exit(1)
-print(f"{settings.model_uri} is version {version.version}: not retraining (TRAIN_ONLY_IF_MISSING=true)")
+print(f"{settings.model_uri} is version {version}: not retraining (TRAIN_ONLY_IF_MISSING=true)")
 PY
   then
     exit 0

@@ -1,0 +1,199 @@
+"""Driving one compose project from a test: its env file, its free host ports, compose commands, clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import grpc
+import numpy as np
+from mlflow.tracking import MlflowClient
+from mlserver.grpc import dataplane_pb2, dataplane_pb2_grpc
+
+from training.v2 import V2Client
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = Path(sys.executable).with_name("docker-compose")
+DOCKER = "/usr/bin/docker"
+SMOKE_OVERRIDE = ROOT / "infra" / "docker" / "compose.smoke.yaml"
+MODEL_NAME = "pytorch_simplenn_mnist"
+BASE_IMAGE = "mlops-sandbox-base/python:3.11-bookworm"
+# The tags the smoke test builds, and removes when it is done.
+SMOKE_IMAGES = {
+    "MLFLOW_IMAGE": "mlops-sandbox-smoke/mlflow:test",
+    "ML_IMAGE": "mlops-sandbox-smoke/ml:test",
+    "SMOKE_S3_IMAGE": "mlops-sandbox-smoke/s3-rclone:test",
+    "SMOKE_POSTGRES_IMAGE": "mlops-sandbox-smoke/postgres:test",
+}
+PORT_NAMES = (
+    "MLFLOW_PORT",
+    "MINIO_API_PORT",
+    "MINIO_CONSOLE_PORT",
+    "MLSERVER_HTTP_PORT",
+    "MLSERVER_GRPC_PORT",
+    "MLSERVER_METRICS_PORT",
+)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def compose_env() -> dict[str, str]:
+    """Only what compose needs to run: the project's variables come from the env file alone."""
+    return {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": os.environ.get("HOME", "/root")}
+
+
+@dataclass
+class ComposeStack:
+    """One compose project of the smoke test, on free loopback ports."""
+
+    backend: str
+    workdir: Path
+    mnist_dir: Path
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.project = f"mlops-smoke-{self.backend}-{os.getpid()}"
+        self.env_file = self.workdir / "smoke.env"
+        self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
+        password = secrets.token_hex(12)
+        self.settings = {
+            **SMOKE_IMAGES,
+            **{name: str(port) for name, port in self.ports.items()},
+            "PYTHON_IMAGE": BASE_IMAGE,
+            "PIP_NO_INDEX": "true",
+            "TORCH_INDEX_URL": "",
+            "AWS_ACCESS_KEY_ID": f"smoke{secrets.token_hex(4)}",
+            "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
+            "POSTGRES_PASSWORD": password,
+            "SMOKE_MNIST_DIR": str(self.mnist_dir),
+            # A quick model: 5000 images, one epoch (about 90 % test accuracy).
+            "TRAIN_LIMIT": "5000",
+            "TRAIN_EPOCHS": "1",
+            "PREDICT_IMAGES": "500",
+            "PREDICT_MIN_ACCURACY": "0.85",
+            "COMPOSE_PROFILES": "postgres" if self.backend == "postgres" else "",
+        }
+        if self.backend == "postgres":
+            # The one line .env.example tells users to uncomment, with the variables compose fills in.
+            self.settings["MLFLOW_BACKEND_STORE_URI"] = (
+                "postgresql+psycopg2://${POSTGRES_USER}:${POSTGRES_PASSWORD}@postgres:5432/${POSTGRES_DB}"
+            )
+        self.write_env()
+
+    def write_env(self) -> None:
+        """The user's path: .env.example, with the smoke test's values appended (later lines win)."""
+        example = (ROOT / ".env.example").read_text()
+        self.env_file.write_text(example + "\n" + "".join(f"{k}={v}\n" for k, v in self.settings.items()))
+
+    def set(self, **values: str) -> None:
+        self.settings.update(values)
+        self.write_env()
+
+    def compose(self, *args: str, timeout: float = 1200, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [
+            str(COMPOSE),
+            "--project-directory", str(ROOT),
+            "--project-name", self.project,
+            "--env-file", str(self.env_file),
+            "-f", str(ROOT / "compose.yaml"),
+            "-f", str(SMOKE_OVERRIDE),
+            *args,
+        ]  # fmt: skip
+        result = subprocess.run(argv, capture_output=True, text=True, env=compose_env(), timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"docker compose {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                f"{result.stderr[-3000:]}\n--- logs ---\n{self.logs()}"
+            )
+        return result
+
+    def logs(self, *services: str, tail: int = 40) -> str:
+        result = self.compose("logs", "--no-color", "--tail", str(tail), *services, check=False, timeout=120)
+        return result.stdout[-8000:] + result.stderr[-1000:]
+
+    def containers(self) -> dict[str, dict]:
+        """Service name -> its container's state (`docker compose ps -a`)."""
+        out = self.compose("ps", "-a", "--format", "json").stdout.strip()
+        rows = json.loads(out) if out.startswith("[") else [json.loads(line) for line in out.splitlines() if line]
+        return {row["Service"]: row for row in rows}
+
+    # --- clients, from the host through the published ports ------------------------------------------
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['MLFLOW_PORT']}"
+
+    @property
+    def serving_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['MLSERVER_HTTP_PORT']}"
+
+    def mlflow(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.mlflow_url)
+
+    def s3(self):  # noqa: ANN201 - boto3 clients have no static type
+        return boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{self.ports['MINIO_API_PORT']}",
+            aws_access_key_id=self.settings["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.settings["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        )
+
+    def bucket_keys(self) -> list[str]:
+        paginator = self.s3().get_paginator("list_objects_v2")
+        return sorted(obj["Key"] for page in paginator.paginate(Bucket="mlflow") for obj in page.get("Contents", []))
+
+    def rest(self) -> V2Client:
+        return V2Client(self.serving_url, MODEL_NAME)
+
+    def grpc_digits(self, images: np.ndarray) -> np.ndarray:
+        """The served model's digits for `images`, over MLServer's V2 gRPC endpoint."""
+        batch = np.ascontiguousarray(images, dtype=np.float32)
+        request = dataplane_pb2.ModelInferRequest(
+            model_name=MODEL_NAME,
+            inputs=[
+                dataplane_pb2.ModelInferRequest.InferInputTensor(
+                    name="input-0",
+                    datatype="FP32",
+                    shape=list(batch.shape),
+                    contents=dataplane_pb2.InferTensorContents(fp32_contents=batch.ravel().tolist()),
+                )
+            ],
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{self.ports['MLSERVER_GRPC_PORT']}") as channel:
+            response = dataplane_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
+        output = response.outputs[0]
+        if response.raw_output_contents:
+            values = np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
+        else:
+            values = np.asarray(output.contents.fp32_contents, dtype=np.float32)
+        return values.reshape(list(output.shape)).argmax(axis=1)
+
+
+def image_exists(name: str) -> bool:
+    return subprocess.run([DOCKER, "image", "inspect", name], capture_output=True, timeout=60).returncode == 0
+
+
+def psql(stack: ComposeStack, query: str) -> str:
+    result = stack.compose("exec", "-T", "postgres", "psql", "-U", "mlflow", "-d", "mlflow", "-tAc", query, timeout=120)
+    return result.stdout.strip()
+
+
+def model_artifact_keys(keys: list[str]) -> list[str]:
+    return [key for key in keys if re.search(r"/artifacts/(MLmodel|data/model\.pth)$", key)]

@@ -1,0 +1,203 @@
+"""The real compose smoke test: build the images, run the stack, train, serve, predict, restart.
+
+    bash infra/docker/smoke.sh           # = .venv/bin/python -m pytest -m docker tests/compose
+
+1. A Docker engine (installs docker.io and starts dockerd when missing: infra/docker/ensure_dockerd.sh).
+2. A local Python 3.11 base image from debootstrap (infra/docker/build_base_image.sh): nothing can be pulled.
+3. The project's images from the offline wheelhouse (infra/docker/build_wheelhouse.sh, PIP_NO_INDEX=true).
+4. compose.yaml with infra/docker/compose.smoke.yaml, once on SQLite and once with the postgres profile,
+   reusing the images. Each run removes its containers and volumes; the images go at the end
+   (SMOKE_KEEP_IMAGES=1 keeps them).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from compose_stack import (
+    BASE_IMAGE,
+    DOCKER,
+    MODEL_NAME,
+    ROOT,
+    SMOKE_IMAGES,
+    ComposeStack,
+    image_exists,
+    model_artifact_keys,
+    psql,
+)
+
+from training.data import has_raw_files, load_test_set
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(2700)]
+
+MIN_ACCURACY = 0.85
+
+
+def mnist_dir() -> Path:
+    configured = os.environ.get("MNIST_ROOT")
+    if configured and has_raw_files(Path(configured)):
+        return Path(configured).resolve()
+    shared = ROOT.parent / "shared" / "datasets" / "mnist"
+    assert has_raw_files(shared), f"the smoke test needs an offline MNIST copy: set MNIST_ROOT or provide {shared}"
+    return shared.resolve()
+
+
+def run(argv: list[str], timeout: float) -> str:
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(argv)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Steps 1-3, once for both backends; removes at the end the images that it built."""
+    lock = open("/tmp/mlops-sandbox-compose-smoke.lock", "w")  # noqa: SIM115 - held for the whole module
+    # Another smoke run on this machine uses the same image tags: take turns.
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    began = time.monotonic()
+    run(["bash", "infra/docker/ensure_dockerd.sh"], timeout=900)
+    existed = {name for name in [BASE_IMAGE, *SMOKE_IMAGES.values()] if image_exists(name)}
+    run(["bash", "infra/docker/build_base_image.sh", BASE_IMAGE], timeout=900)
+    run(["bash", "infra/docker/build_wheelhouse.sh"], timeout=1800)
+    builder = ComposeStack("build", tmp_path_factory.mktemp("build"), mnist_dir())
+    builder.set(COMPOSE_PROFILES="postgres")
+    builder.compose("build", timeout=2400)
+    sizes = {
+        name: int(run([DOCKER, "image", "inspect", "--format", "{{.Size}}", name], timeout=60))
+        for name in SMOKE_IMAGES.values()
+    }
+    print(f"\nsmoke images built in {time.monotonic() - began:.0f} s:", flush=True)
+    for name, size in sizes.items():
+        print(f"  {name}: {size / 1e9:.2f} GB", flush=True)
+    try:
+        yield SMOKE_IMAGES
+    finally:
+        if os.environ.get("SMOKE_KEEP_IMAGES") != "1":
+            built = [name for name in [*SMOKE_IMAGES.values(), BASE_IMAGE] if name not in existed]
+            subprocess.run([DOCKER, "rmi", *built], capture_output=True, timeout=600)
+            subprocess.run(
+                [DOCKER, "image", "prune", "-f", "--filter", "label=mlops-sandbox.stage=build"],
+                capture_output=True,
+                timeout=600,
+            )
+        lock.close()
+
+
+def first_correct_prediction(stack: ComposeStack, images: np.ndarray, labels: np.ndarray, timeout: float) -> float:
+    """Poll the REST endpoint until it predicts a real test image correctly; returns when that happened."""
+    deadline = time.monotonic() + timeout
+    client = stack.rest()
+    while True:
+        try:
+            if int(client.infer(images[:1]).digits[0]) == int(labels[0]):
+                return time.monotonic()
+        except (requests.RequestException, RuntimeError):
+            pass
+        assert time.monotonic() < deadline, f"no correct prediction within {timeout:.0f} s:\n{stack.logs('serving')}"
+        time.sleep(1)
+
+
+def assert_serving_predicts(stack: ComposeStack, images: np.ndarray, labels: np.ndarray) -> None:
+    ready = requests.get(f"{stack.serving_url}/v2/models/{MODEL_NAME}/ready", timeout=10)
+    assert ready.status_code == 200, ready.text
+    rest = stack.rest().infer(images)
+    assert rest.model_version == "1"
+    rest_accuracy = float((rest.digits == labels).mean())
+    assert rest_accuracy >= MIN_ACCURACY, f"REST accuracy {rest_accuracy:.3f} on {len(labels)} test images"
+    grpc_digits = stack.grpc_digits(images)
+    assert (grpc_digits == rest.digits).all(), "gRPC and REST disagree on the same images"
+    assert float((grpc_digits == labels).mean()) >= MIN_ACCURACY
+
+
+def snapshot(stack: ComposeStack) -> dict[str, object]:
+    """What must survive `down` + `up`: runs, versions and the bucket's objects."""
+    client = stack.mlflow()
+    experiment = client.get_experiment_by_name("mnist-simplenn")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
+    return {
+        "runs": sorted(run.info.run_id for run in runs),
+        "versions": sorted((v.version, v.run_id) for v in versions),
+        "objects": stack.bucket_keys(),
+    }
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_compose_stack_trains_serves_and_survives_a_restart(
+    images: dict[str, str], backend: str, tmp_path: Path
+) -> None:
+    stack = ComposeStack(backend, tmp_path, mnist_dir())
+    test_images, test_labels = load_test_set(mnist_dir(), download=False, limit=200)
+    x, y = test_images.numpy(), test_labels.numpy()
+    try:
+        began = time.monotonic()
+        # Blocks until create-bucket and training have completed and every long-running service is healthy.
+        stack.compose("up", "--detach", "--wait", "--wait-timeout", "1200", timeout=1500)
+        up_done = time.monotonic()
+        first = first_correct_prediction(stack, x, y, timeout=120)
+        print(
+            f"\n[{backend}] up --wait took {up_done - began:.0f} s; first correct prediction "
+            f"{first - began:.0f} s after `up`",
+            flush=True,
+        )
+
+        containers = stack.containers()
+        for service in ("minio", "mlflow", "serving") + (("postgres",) if backend == "postgres" else ()):
+            assert containers[service]["Health"] == "healthy", containers[service]
+        for job in ("create-bucket", "training"):
+            assert containers[job]["State"] == "exited" and containers[job]["ExitCode"] == 0, containers[job]
+
+        # The tracking server answers through its service name and localhost, and refuses other hosts.
+        assert requests.get(f"{stack.mlflow_url}/health", timeout=10).status_code == 200
+        search = f"{stack.mlflow_url}/api/2.0/mlflow/registered-models/search"
+        for host in ("mlflow:5000", f"localhost:{stack.ports['MLFLOW_PORT']}"):
+            assert requests.get(search, headers={"Host": host}, timeout=10).status_code == 200, host
+        assert requests.get(search, headers={"Host": "attacker.example"}, timeout=10).status_code == 403
+
+        stack.s3().head_bucket(Bucket="mlflow")
+        client = stack.mlflow()
+        versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
+        assert [v.version for v in versions] == ["1"]
+        assert client.get_model_version_by_alias(MODEL_NAME, "production").version == "1"
+        assert client.get_model_version_by_alias(MODEL_NAME, "staging").version == "1"
+        run_metrics = client.get_run(versions[0].run_id).data.metrics
+        assert run_metrics["test_accuracy"] >= MIN_ACCURACY
+        artifacts = model_artifact_keys(stack.bucket_keys())
+        assert any(key.endswith("/MLmodel") for key in artifacts), stack.bucket_keys()
+        assert any(key.endswith("/data/model.pth") for key in artifacts), stack.bucket_keys()
+        if backend == "postgres":
+            assert psql(stack, "select count(*) from model_versions") == "1"
+
+        assert_serving_predicts(stack, x, y)
+        # --no-deps: serving is up; without it, compose would run the training job again first.
+        predict = stack.compose("run", "--rm", "--no-deps", "predict", timeout=600)
+        assert "accuracy" in predict.stdout, predict.stdout
+
+        before = snapshot(stack)
+        stack.compose("down", timeout=300)
+        assert not stack.compose("ps", "-a", "-q").stdout.strip()
+        # The documented way to serve what exists without retraining.
+        stack.set(TRAIN_ONLY_IF_MISSING="true")
+        stack.compose("up", "--detach", "--wait", "--wait-timeout", "900", timeout=1200)
+        training_log = stack.logs("training")
+        assert "not retraining" in training_log, training_log
+        assert snapshot(stack) == before
+        assert_serving_predicts(stack, x, y)
+    finally:
+        stack.compose("down", "--volumes", "--remove-orphans", timeout=600, check=False)
+    leftovers = subprocess.run(
+        [DOCKER, "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={stack.project}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert not leftovers.stdout.strip(), f"volumes left behind: {leftovers.stdout}"
