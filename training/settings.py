@@ -53,6 +53,8 @@ class TrainingSettings(MnistSettings):
     """Train on only this many images: for quick runs and tests."""
     max_steps: int | None = Field(None, ge=1, validation_alias="TRAIN_MAX_STEPS")
     """Stop after this many optimiser steps: a deliberately weak candidate for rehearsals."""
+    log_every_steps: int | None = Field(None, ge=1, validation_alias="TRAIN_LOG_EVERY_STEPS")
+    """Also log the batch loss every this many optimiser steps (metric batch_loss); unset: per epoch only."""
 
     @field_validator("hidden_sizes", mode="before")
     @classmethod

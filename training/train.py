@@ -95,6 +95,8 @@ def fit(model: SimpleNN, data: MnistSplits, settings: TrainingSettings) -> dict[
             correct += (logits.argmax(dim=1) == labels).sum().item()
             progress.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
             steps += 1
+            if settings.log_every_steps and steps % settings.log_every_steps == 0:
+                mlflow.log_metric("batch_loss", loss.item(), step=steps)
             if settings.max_steps is not None and steps >= settings.max_steps:
                 break
         val_loss, val_accuracy, _ = evaluate(model, data.val_x, data.val_y)
@@ -238,6 +240,7 @@ def run(settings: TrainingSettings) -> TrainingResult:
                 "train_size": len(data.train_x),
                 "val_size": len(data.val_x),
                 "max_steps": settings.max_steps or "none",
+                "log_every_steps": settings.log_every_steps or "none",
                 "parameters": sum(p.numel() for p in model.parameters()),
             }
         )
@@ -285,6 +288,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--train-limit", type=int, help="train on only this many images")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    parser.add_argument("--log-every-steps", type=int, help="log the batch loss every this many steps")
     parser.add_argument("--alias", dest="register_alias", help="staging, production or none")
     parser.add_argument("--model-name")
     parser.add_argument("--output-json", type=Path, help="write the result (version, URI, accuracy) here")
