@@ -131,11 +131,11 @@ def rollback(client: MlflowClient, name: str) -> Promotion:
     client.set_registered_model_alias(name, "production", target)
     _set_stage(client, name, target, "Production")
     _set_stage(client, name, str(current.version), "Archived")
-    client.set_model_version_tag(name, str(current.version), ROLLED_BACK_TAG, _now())
+    client.set_model_version_tag(name, str(current.version), ROLLED_BACK_TAG, now())
     return Promotion(name, target, "production", str(current.version))
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 

@@ -3,6 +3,7 @@
     python -m training.registry_cli list
     python -m training.registry_cli promote 3 --to staging
     python -m training.registry_cli promote 3 --to production   # archives the old production version
+    python -m training.registry_cli promote 4 --to production --gate   # only if not worse than production
     python -m training.registry_cli rollback                    # production back to the version it replaced
 
 MLFLOW_TRACKING_URI and MODEL_NAME are read from the environment; --tracking-uri and --model-name
@@ -12,14 +13,19 @@ override them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
 from services.common.waiting import DependencyUnavailable
 from training import registry
-from training.settings import RegistrySettings
+from training.data import MnistUnavailable, load_test_set, resolve_root
+from training.gate import gate_and_promote
+from training.settings import MnistSettings, RegistrySettings
 from training.tracking import connect
+from training.v2 import InferenceError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,9 +42,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     promote.add_argument(
         "--to", required=True, type=str.lower, choices=list(registry.LIFECYCLE_ALIASES), help="target alias"
     )
+    promote.add_argument(
+        "--gate",
+        action="store_true",
+        help="stage the version, measure it through the staging endpoint and production through the "
+        "production endpoint, and promote only if it is at most --tolerance worse",
+    )
+    promote.add_argument("--tolerance", type=float, default=0.005, help="allowed accuracy drop (default 0.005)")
+    promote.add_argument("-n", "--images", type=int, default=10_000, help="test images for the gate")
+    promote.add_argument(
+        "--staging-url", default=os.environ.get("SERVING_STAGING_URL", "http://127.0.0.1:8090"),
+        help="staging V2 endpoint (SERVING_STAGING_URL)",
+    )  # fmt: skip
+    promote.add_argument(
+        "--production-url", default=os.environ.get("SERVING_URL", "http://127.0.0.1:8080"),
+        help="production V2 endpoint (SERVING_URL)",
+    )  # fmt: skip
     commands.add_parser("rollback", help="return @production to the previous production version")
     commands.add_parser("list", help="a lineage table of every version")
     return parser.parse_args(argv)
+
+
+def gated_promotion(client: MlflowClient, name: str, version: str, args: argparse.Namespace) -> int:
+    if args.to != "production":
+        raise ValueError("--gate applies to promotions to production")
+    if not 1 <= args.images <= 10_000 or not 0 <= args.tolerance < 1:
+        raise ValueError("--images must be 1 to 10000 and --tolerance between 0 and 1")
+    data = MnistSettings()
+    images, labels = load_test_set(resolve_root(data.mnist_root), download=data.mnist_download, limit=args.images)
+    decision = gate_and_promote(
+        client,
+        name,
+        version,
+        staging_url=args.staging_url,
+        production_url=args.production_url,
+        images=images.numpy(),
+        labels=labels.numpy(),
+        tolerance=args.tolerance,
+    )
+    if decision.promoted:
+        print(f"gate passed: {decision.reason}; {name} version {version} is now @production")
+        return 0
+    print(f"gate rejected version {version}: {decision.reason}; it stays @staging", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = RegistrySettings(**{k: v for k, v in overrides.items() if v is not None})
         client = connect(settings.tracking_uri, wait_seconds=settings.tracking_wait_seconds)
         name = settings.model_name
+        if args.command == "promote" and args.gate:
+            return gated_promotion(client, name, registry.resolve_version(client, name, args.version), args)
         if args.command == "promote":
             version = registry.resolve_version(client, name, args.version)
             print(registry.promote(client, name, version, args.to).describe())
@@ -62,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValidationError, ValueError) as err:
         print(f"invalid input: {err}", file=sys.stderr)
         return 2
-    except (registry.RegistryError, DependencyUnavailable) as err:
+    except (registry.RegistryError, DependencyUnavailable, InferenceError, MnistUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

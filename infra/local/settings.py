@@ -27,6 +27,10 @@ class LocalStackSettings(BaseSettings):
     backend_store_uri: str | None = Field(None, validation_alias="MLFLOW_BACKEND_STORE_URI")
     """Unset: SQLite in SANDBOX_DIR."""
     http_port: int = Field(8080, ge=1, le=65535, validation_alias="MLSERVER_HTTP_PORT")
+    staging_http_port: int = Field(8090, ge=1, le=65535, validation_alias="STAGING_HTTP_PORT")
+    """The staging endpoint (@staging) runs next to production on these ports."""
+    staging_grpc_port: int = Field(8091, ge=1, le=65535, validation_alias="STAGING_GRPC_PORT")
+    staging_metrics_port: int = Field(8092, ge=1, le=65535, validation_alias="STAGING_METRICS_PORT")
     model_name: str = Field("pytorch_simplenn_mnist", validation_alias="MODEL_NAME")
     predict_images: int = Field(10_000, ge=1, le=10_000, validation_alias="SANDBOX_PREDICT_IMAGES")
     min_accuracy: float = Field(0.975, ge=0, le=1, validation_alias="SANDBOX_MIN_ACCURACY")
@@ -56,3 +60,7 @@ class LocalStackSettings(BaseSettings):
     @property
     def serving_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def staging_url(self) -> str:
+        return f"http://127.0.0.1:{self.staging_http_port}"

@@ -1,11 +1,12 @@
 """The sandbox as local processes, no Docker: the same entrypoints and variables as compose.
 
     python -m infra.local.stack up       # S3 + MLflow, train, promote, serve, predict; prints the URLs
+    python -m infra.local.stack rehearse # train, stage, gate, promote, verify, roll back, verify
     python -m infra.local.stack status
     python -m infra.local.stack down     # stops what `up` started, by process group; data stays
 
 State lives in SANDBOX_DIR (.sandbox): the SQLite store, S3 objects, one log file per service in logs/,
-and PID files in run/. Running `up` again registers the next version and serves it.
+and PID files in run/. Running `up` again registers the next version; serving follows @production to it.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from pydantic import ValidationError
 from infra.local.settings import LocalStackSettings
 from services.common.processes import group_alive, start_group, stop_group
 from services.common.waiting import DependencyUnavailable, http_ok, wait_for
+from training.gate import wait_until_served
+from training.v2 import InferenceError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-SERVICE_ORDER = ("s3", "mlflow", "serving")
+SERVICE_ORDER = ("s3", "mlflow", "serving", "serving-staging")
 
 
 class StackError(RuntimeError):
@@ -90,6 +93,8 @@ class Stack:
         s = self.settings
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env["MLFLOW_TRACKING_URI"] = s.mlflow_url
+        env["SERVING_URL"] = s.serving_url
+        env["SERVING_STAGING_URL"] = s.staging_url
         if name == "s3":
             env.update(self._s3_credentials())
             env["S3_SERVER_ADDRESS"] = f"127.0.0.1:{s.s3_port}"
@@ -107,6 +112,14 @@ class Stack:
         elif name == "serving":
             env.setdefault("MLSERVER_HOST", "127.0.0.1")
             env["MLSERVER_HTTP_PORT"] = str(s.http_port)
+            env["SERVING_DIR"] = str(s.root / "serving" / "production")
+        elif name == "serving-staging":
+            env.setdefault("MLSERVER_HOST", "127.0.0.1")
+            env["SERVING_MODEL_REF"] = "@staging"
+            env["MLSERVER_HTTP_PORT"] = str(s.staging_http_port)
+            env["MLSERVER_GRPC_PORT"] = str(s.staging_grpc_port)
+            env["MLSERVER_METRICS_PORT"] = str(s.staging_metrics_port)
+            env["SERVING_DIR"] = str(s.root / "serving" / "staging")
         return env
 
     # --- processes ---------------------------------------------------------------------------------
@@ -204,27 +217,16 @@ def up(stack: Stack, *, train: bool) -> None:
         stack.job("training", [PYTHON, "-m", "training.train", "--output-json", str(result_file)])
         version = json.loads(result_file.read_text())["version"]
         stack.job("promote", [PYTHON, "-m", "training.registry_cli", "promote", version, "--to", "production"])
-    if stack.running("serving") is not None:
-        print("  serving: restarting to serve the current production version")
-        stack.stop("serving")
-    stack.check_port("serving", s.http_port)
-    stack.start(
-        "serving", [PYTHON, "-m", "services.serving.entrypoint"], f"{s.serving_url}/v2/models/{s.model_name}/ready"
-    )
-    stack.job(
-        "predict",
-        [
-            PYTHON,
-            "-m",
-            "training.predict",
-            "--serving-url",
-            s.serving_url,
-            "-n",
-            str(s.predict_images),
-            "--min-accuracy",
-            str(s.min_accuracy),
-        ],
-    )
+    # A running server follows @production (and @staging) by itself: a rerun needs no restart.
+    endpoints = (("serving", s.http_port, s.serving_url), ("serving-staging", s.staging_http_port, s.staging_url))
+    for name, port, url in endpoints:
+        stack.check_port(name, port)
+        stack.start(name, [PYTHON, "-m", "services.serving.entrypoint"], f"{url}/v2/models/{s.model_name}/ready")
+    if train:
+        took = wait_until_served(s.serving_url, s.model_name, version, timeout=s.start_timeout)
+        print(f"  serving: production serves version {version} ({took:.1f} s after the promotion)")
+    predict = ["-n", str(s.predict_images), "--min-accuracy", str(s.min_accuracy)]
+    stack.job("predict", [PYTHON, "-m", "training.predict", "--serving-url", s.serving_url, *predict])
     grpc_port = os.environ.get("MLSERVER_GRPC_PORT", "8081")
     metrics_port = os.environ.get("MLSERVER_METRICS_PORT", "8082")
     print(
@@ -232,12 +234,20 @@ def up(stack: Stack, *, train: bool) -> None:
         f"  MLflow UI and tracking:  {s.mlflow_url}\n"
         f"  Inference (V2 REST):     {s.serving_url}/v2/models/{s.model_name}/infer\n"
         f"  Inference (V2 gRPC):     127.0.0.1:{grpc_port}\n"
+        f"  Staging (V2 REST):       {s.staging_url}/v2/models/{s.model_name}/infer (@staging)\n"
         f"  Prometheus metrics:      http://127.0.0.1:{metrics_port}/metrics\n"
         + (f"  S3 (rclone):             {s.s3_url}, bucket {s.s3_bucket}\n" if s.artifact_store == "s3" else "")
         + f"  Logs:                    {s.logs}\n"
         f"  Registry:                MLFLOW_TRACKING_URI={s.mlflow_url} python -m training.registry_cli list\n"
         "  Stop:                    python -m infra.local.stack down"
     )
+
+
+def rehearse(stack: Stack) -> None:
+    missing = [name for name in SERVICE_ORDER if name != "s3" and stack.running(name) is None]
+    if missing:
+        raise StackError(f"not running: {', '.join(missing)}; start the sandbox first: python -m infra.local.stack up")
+    stack.job("rehearsal", [PYTHON, "-m", "infra.rehearsal"])
 
 
 def down(stack: Stack) -> None:
@@ -255,13 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m infra.local.stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("command", choices=("up", "rehearse", "down", "status"))
     parser.add_argument("--no-train", action="store_true", help="serve the current production version as is")
     args = parser.parse_args(argv)
     try:
         stack = Stack(LocalStackSettings())
         if args.command == "up":
             up(stack, train=not args.no_train)
+        elif args.command == "rehearse":
+            rehearse(stack)
         elif args.command == "down":
             down(stack)
         else:
@@ -269,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as err:
         print(f"invalid settings:\n{err}", file=sys.stderr)
         return 2
-    except (StackError, DependencyUnavailable) as err:
+    except (StackError, DependencyUnavailable, InferenceError) as err:
         print(
             f"\nerror: {err}\nWhat is running stays up for inspection; stop it with: python -m infra.local.stack down",
             file=sys.stderr,

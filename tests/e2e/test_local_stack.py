@@ -15,8 +15,9 @@ pytestmark = pytest.mark.e2e
 
 
 def test_up_down_up_serves_the_next_version_and_down_stops_everything(tmp_path: Path, mnist_root: Path) -> None:
-    ports = {name: free_port() for name in ("S3_PORT", "MLFLOW_PORT", "MLSERVER_HTTP_PORT", "MLSERVER_GRPC_PORT",
-                                            "MLSERVER_METRICS_PORT")}  # fmt: skip
+    names = ("S3_PORT", "MLFLOW_PORT", "MLSERVER_HTTP_PORT", "MLSERVER_GRPC_PORT", "MLSERVER_METRICS_PORT",
+             "STAGING_HTTP_PORT", "STAGING_GRPC_PORT", "STAGING_METRICS_PORT")  # fmt: skip
+    ports = {name: free_port() for name in names}
     env = module_env(
         SANDBOX_DIR=str(tmp_path / "sandbox"),
         MNIST_ROOT=str(mnist_root),
@@ -43,7 +44,7 @@ def test_up_down_up_serves_the_next_version_and_down_stops_everything(tmp_path: 
         assert credentials.stat().st_mode & 0o077 == 0
 
         groups = [json.loads(p.read_text())["pid"] for p in run_dir.glob("*.pid")]
-        assert len(groups) == 3 and all(group_alive(g) for g in groups)
+        assert len(groups) == 4 and all(group_alive(g) for g in groups)
         down = run_module("infra.local.stack", "down", env=env)
         assert down.returncode == 0, down.stderr
         assert not any(group_alive(g) for g in groups)
@@ -55,10 +56,21 @@ def test_up_down_up_serves_the_next_version_and_down_stops_everything(tmp_path: 
         assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
         assert "version 2 is now @production (was version 1)" in second.stdout
         assert "served version 2" in second.stdout
+        staging = f"http://127.0.0.1:{ports['STAGING_HTTP_PORT']}/v2/models/pytorch_simplenn_mnist"
+        assert requests.get(f"{staging}/ready", timeout=5).status_code == 200
+
+        rehearsal = run_module("infra.local.stack", "rehearse", env=env)
+        assert rehearsal.returncode == 0, rehearsal.stdout[-4000:] + rehearsal.stderr[-4000:]
+        for step in ("train and stage", "smoke-test staging", "gate, then promote", "verify production",
+                     "roll back", "verify production again"):  # fmt: skip
+            assert any(step in line and " ok " in line for line in rehearsal.stdout.splitlines()), step
+        assert "rehearsal passed" in rehearsal.stdout
+
         listing = run_module("training.registry_cli", "list",
                              env=dict(env, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{ports['MLFLOW_PORT']}"))  # fmt: skip
         rows = [line.split()[:2] for line in listing.stdout.splitlines()[1:]]
-        assert rows == [["2", "Production"], ["1", "Archived"]]
+        # The rehearsal staged version 3, promoted it over 2, and rolled back to 2.
+        assert rows == [["3", "Archived"], ["2", "Production"], ["1", "Archived"]]
     finally:
         run_module("infra.local.stack", "down", env=env)
     assert not list(run_dir.glob("*.pid"))

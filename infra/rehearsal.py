@@ -1,0 +1,133 @@
+"""A deployment rehearsal: train, stage, smoke-test, gate, promote, verify, roll back, verify.
+
+    python -m infra.rehearsal [--candidate VERSION] [--tolerance 0.005] [-n 2000]
+
+Runs against the sandbox's tracking server (MLFLOW_TRACKING_URI) and its two endpoints (SERVING_URL for
+@production, SERVING_STAGING_URL for @staging), local stack or compose alike, and prints a timeline
+with a timestamp and a result for each step. Exits non-zero at the first step that fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from training import registry
+from training.data import load_test_set, resolve_root
+from training.gate import endpoint_accuracy, gate_and_promote, wait_until_served
+from training.settings import MnistSettings
+from training.tracking import connect
+
+SMOKE_IMAGES = 200
+SMOKE_MIN_ACCURACY = 0.8
+SWITCH_SECONDS = 10.0
+
+
+@dataclass
+class Timeline:
+    steps: list[tuple[str, str, float, bool, str]] = field(default_factory=list)
+
+    def run(self, name: str, step: Callable[[], str]) -> bool:
+        began_at, began = datetime.now().strftime("%H:%M:%S"), time.monotonic()
+        try:
+            detail, ok = step(), True
+        except Exception as err:  # a failed step ends the rehearsal and is reported, whatever it was
+            detail, ok = f"{type(err).__name__}: {err}", False
+        self.steps.append((began_at, name, time.monotonic() - began, ok, detail))
+        print(f"{began_at}  {'ok  ' if ok else 'FAIL'}  {name:<28} {time.monotonic() - began:6.1f} s  {detail}",
+              flush=True)  # fmt: skip
+        return ok
+
+
+def train_candidate() -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        done = subprocess.run([sys.executable, "-m", "training.train", "--alias", "staging", "--output-json",
+                               str(result)], capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"training failed: {done.stderr.strip().splitlines()[-1:]}")
+        return str(json.loads(result.read_text())["version"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.rehearsal", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--candidate", help="rehearse this registered version instead of training a new one")
+    parser.add_argument("--tolerance", type=float, default=0.005, help="gate: allowed accuracy drop")
+    parser.add_argument("-n", "--images", type=int, default=2_000, help="gate: test images per version")
+    args = parser.parse_args(argv)
+
+    settings = MnistSettings()
+    production_url = os.environ.get("SERVING_URL", "http://127.0.0.1:8080")
+    staging_url = os.environ.get("SERVING_STAGING_URL", "http://127.0.0.1:8090")
+    client: MlflowClient = connect(settings.tracking_uri, wait_seconds=settings.tracking_wait_seconds)
+    name = settings.model_name
+    images, labels = load_test_set(resolve_root(settings.mnist_root), download=settings.mnist_download,
+                                   limit=args.images)  # fmt: skip
+    x, y = images.numpy(), labels.numpy()
+    state: dict[str, str] = {}
+    timeline = Timeline()
+    print(f"rehearsal of {name} on {settings.tracking_uri}: production {production_url}, staging {staging_url}")
+
+    def stage() -> str:
+        state["previous"] = registry.resolve_version(client, name, "@production")
+        if args.candidate:
+            state["candidate"] = registry.promote(client, name, args.candidate, "staging").version
+        else:
+            state["candidate"] = train_candidate()
+        return f"version {state['candidate']} is @staging (production is version {state['previous']})"
+
+    def smoke() -> str:
+        accuracy = endpoint_accuracy(staging_url, name, state["candidate"], x[:SMOKE_IMAGES], y[:SMOKE_IMAGES])
+        if accuracy < SMOKE_MIN_ACCURACY:
+            raise RuntimeError(f"staging accuracy {accuracy:.4f} < {SMOKE_MIN_ACCURACY} on {SMOKE_IMAGES} images")
+        return f"staging serves version {state['candidate']}, accuracy {accuracy:.4f} on {SMOKE_IMAGES} images"
+
+    def gate() -> str:
+        decision = gate_and_promote(client, name, state["candidate"], staging_url=staging_url,
+                                    production_url=production_url, images=x, labels=y,
+                                    tolerance=args.tolerance)  # fmt: skip
+        if not decision.promoted:
+            raise RuntimeError(f"rejected: {decision.reason}")
+        return f"promoted: {decision.reason}"
+
+    def verify(key: str) -> Callable[[], str]:
+        def check() -> str:
+            took = wait_until_served(production_url, name, state[key], timeout=SWITCH_SECONDS)
+            accuracy = endpoint_accuracy(production_url, name, state[key], x[:SMOKE_IMAGES], y[:SMOKE_IMAGES])
+            return f"production serves version {state[key]} {took:.1f} s after the move, accuracy {accuracy:.4f}"
+
+        return check
+
+    def roll_back() -> str:
+        return registry.rollback(client, name).describe()
+
+    steps: list[tuple[str, Callable[[], str]]] = [
+        ("train and stage", stage),
+        ("smoke-test staging", smoke),
+        ("gate, then promote", gate),
+        ("verify production", verify("candidate")),
+        ("roll back", roll_back),
+        ("verify production again", verify("previous")),
+    ]
+    for step_name, step in steps:
+        if not timeline.run(step_name, step):
+            print("rehearsal FAILED")
+            return 1
+    print(f"rehearsal passed: {len(steps)} steps in {sum(s[2] for s in timeline.steps):.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

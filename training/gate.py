@@ -1,0 +1,126 @@
+"""Gated promotion (champion/challenger): promote a candidate only if it is not worse than production.
+
+Both versions are measured the same way, on the same held-out MNIST test images, through their serving
+endpoints: the candidate through the staging endpoint, production through the production endpoint. The
+decision is recorded on the candidate as `gate.*` tags; a rejected candidate stays @staging.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import requests
+from mlflow.tracking import MlflowClient
+
+from training import registry
+from training.v2 import InferenceError, V2Client
+
+SERVE_WAIT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    candidate: str
+    candidate_accuracy: float
+    production: str | None
+    production_accuracy: float | None
+    tolerance: float
+    images: int
+    promoted: bool
+    reason: str
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "gate.decided_at": registry.now(),
+            "gate.outcome": "promoted" if self.promoted else "rejected",
+            "gate.reason": self.reason,
+            "gate.candidate_accuracy": f"{self.candidate_accuracy:.4f}",
+            "gate.production_version": self.production or "none",
+            "gate.production_accuracy": (
+                f"{self.production_accuracy:.4f}" if self.production_accuracy is not None else "none"
+            ),
+            "gate.tolerance": f"{self.tolerance:g}",
+            "gate.images": str(self.images),
+        }
+
+
+def served_version(url: str, model_name: str) -> str | None:
+    """The registry version an endpoint serves now, from its V2 model metadata."""
+    try:
+        response = requests.get(f"{url.rstrip('/')}/v2/models/{model_name}", timeout=10)
+    except requests.RequestException:
+        return None
+    if response.status_code != 200:
+        return None
+    versions = response.json().get("versions") or [None]
+    return versions[0]
+
+
+def wait_until_served(url: str, model_name: str, version: str, timeout: float = SERVE_WAIT_SECONDS) -> float:
+    """Seconds until the endpoint at `url` serves `version`; InferenceError when it does not in time."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if served_version(url, model_name) == version:
+            return time.monotonic() - began
+        time.sleep(0.2)
+    raise InferenceError(
+        f"{url} serves version {served_version(url, model_name)} of {model_name}, not {version}, after {timeout:.0f} s"
+    )
+
+
+def endpoint_accuracy(url: str, model_name: str, version: str, images: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of `version` as served at `url`; every answer must come from that version."""
+    wait_until_served(url, model_name, version)
+    client = V2Client(url, model_name)
+    correct = 0
+    for start in range(0, len(images), 500):
+        prediction = client.infer(images[start : start + 500])
+        if prediction.model_version != version:
+            raise InferenceError(f"{url} answered with version {prediction.model_version} while measuring {version}")
+        correct += int((prediction.digits == labels[start : start + 500]).sum())
+    return correct / len(images)
+
+
+def gate_and_promote(
+    client: MlflowClient,
+    name: str,
+    candidate: str,
+    *,
+    staging_url: str,
+    production_url: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    tolerance: float,
+) -> GateDecision:
+    """Stage `candidate`, compare it with production, and promote it only if it passes. Tags record why."""
+    staged = registry.resolve_version(client, name, "@staging") if _has_alias(client, name, "staging") else None
+    if staged != candidate:
+        registry.promote(client, name, candidate, "staging")
+    candidate_accuracy = endpoint_accuracy(staging_url, name, candidate, images, labels)
+    production = (
+        registry.resolve_version(client, name, "@production") if _has_alias(client, name, "production") else None
+    )
+    if production is None:
+        decision = GateDecision(candidate, candidate_accuracy, None, None, tolerance, len(images), True,
+                                "no production version yet")  # fmt: skip
+    else:
+        production_accuracy = endpoint_accuracy(production_url, name, production, images, labels)
+        passed = candidate_accuracy >= production_accuracy - tolerance
+        comparison = ">=" if passed else "<"
+        reason = (
+            f"candidate accuracy {candidate_accuracy:.4f} {comparison} production (version {production}) "
+            f"{production_accuracy:.4f} - tolerance {tolerance:g} on {len(images)} test images"
+        )
+        decision = GateDecision(candidate, candidate_accuracy, production, production_accuracy, tolerance,
+                                len(images), passed, reason)  # fmt: skip
+    for key, value in decision.tags().items():
+        client.set_model_version_tag(name, candidate, key, value)
+    if decision.promoted:
+        registry.promote(client, name, candidate, "production")
+    return decision
+
+
+def _has_alias(client: MlflowClient, name: str, alias: str) -> bool:
+    return alias in client.get_registered_model(name).aliases
