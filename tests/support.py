@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
 
-from services.common.processes import start_group, stop_group
+from services.common.processes import group_alive, start_group, stop_group
 from services.common.waiting import http_ok, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -71,3 +73,14 @@ def run_module(module: str, *args: str, env: dict[str, str], timeout: float = 60
         text=True,
         timeout=timeout,
     )
+
+
+def assert_sigterm_stops_supervised_group(proc: subprocess.Popen[Any], *, timeout: float) -> None:
+    """SIGTERM a supervising entrypoint: it must exit 0, and the group of its one child must be gone."""
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 1, children
+    group = int(children[0])
+    assert group_alive(group)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=timeout) == 0
+    assert not group_alive(group), "the supervised process group outlived its supervisor"

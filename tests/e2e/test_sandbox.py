@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import requests
 
-from services.common.processes import group_alive
 from services.common.s3 import s3_client
 from tests.e2e.conftest import MODEL, Stack
-from tests.support import PROJECT_ROOT, PYTHON, free_port, run_module
+from tests.support import PROJECT_ROOT, PYTHON, assert_sigterm_stops_supervised_group, free_port, run_module
 from training.data import load_test_set
 from training.v2 import V2Client, infer_payload
 
@@ -167,13 +166,7 @@ def test_sigterm_stops_the_whole_serving_process_group(stack: Stack) -> None:
                 pass
             assert proc.poll() is None, (stack.root / "serving-sigterm.log").read_text()[-3000:]
             time.sleep(0.5)
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) == 1
-        group = int(children[0])
-        assert group_alive(group)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-        assert not group_alive(group), "MLServer outlived its supervisor"
+        assert_sigterm_stops_supervised_group(proc, timeout=60)
         with pytest.raises(requests.ConnectionError):
             requests.get(ready, timeout=2)
     finally:

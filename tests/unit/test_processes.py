@@ -9,6 +9,7 @@ import textwrap
 import time
 
 from services.common.processes import group_alive, start_group, stop_group
+from tests.support import assert_sigterm_stops_supervised_group
 
 # A parent that starts a child and does not pass signals on, like `mlflow models serve` with MLServer.
 PARENT = textwrap.dedent("""
@@ -43,12 +44,6 @@ def test_supervised_entrypoint_stops_its_whole_group_on_sigterm() -> None:
     """)
     proc = subprocess.Popen([sys.executable, "-c", supervisor], stdout=subprocess.PIPE, text=True)
     time.sleep(1.5)
-    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert len(children) == 1
-    group = int(children[0])
-    assert group_alive(group)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=20) == 0
-    assert not group_alive(group)
+    assert_sigterm_stops_supervised_group(proc, timeout=20)
     assert proc.stdout is not None
     assert "stopping process group" in proc.stdout.read()
