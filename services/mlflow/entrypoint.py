@@ -147,10 +147,11 @@ def prepare_schema(settings: TrackingServerSettings) -> str:
 def enable_sqlite_wal(uri: str) -> None:
     """Put a SQLite store in write-ahead-log mode.
 
-    In the default rollback-journal mode every writer blocks every reader and concurrent runs see
-    "database is locked"; with WAL, readers and the one writer do not block each other, and MLflow's own
-    20 s busy timeout (set on each session) covers writers waiting for one another. The mode is stored in
-    the database file, so setting it once here is enough for every connection the server opens.
+    In the default rollback-journal mode every writer blocks every reader; with WAL they do not block each
+    other, and MLflow's own 20 s busy timeout (set on each session) covers writers waiting for one another.
+    Measured with 32 clients logging at once: 98 points/s against 66 without WAL, nothing lost either way
+    (see infra/postgres/README-postgres.md). The mode is stored in the database file, so setting it once
+    here is enough for every connection the server opens.
     """
     path = make_url(uri).database
     if not path or path == ":memory:":
