@@ -170,8 +170,9 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], list[Server]]:
                 bench.rest("c", label, url, bench.v2_bodies())
                 bench.servers.append(Server("c", label, srv.cold_start_s, srv.rss_mb()))
         if "d" in args.configs:
-            label = "ours, as shipped"
-            with servers.ours(tracking_uri, MODEL, work) as srv:
+            label = "ours, as shipped" if not args.ours_env else "ours, " + " ".join(args.ours_env)
+            overrides = dict(item.split("=", 1) for item in args.ours_env)
+            with servers.ours(tracking_uri, MODEL, work, **overrides) as srv:
                 print(f"(d) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
                 bench.rest("d", label, f"{srv.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies())
                 assert srv.grpc_target is not None
@@ -198,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-limit", type=int, default=2000, help="images to train the throwaway model on")
     parser.add_argument("--tracking-uri", help="use this MLflow server's model instead of a throwaway one")
     parser.add_argument("--model-version", default="1", help="with --tracking-uri: the version to serve")
+    parser.add_argument(
+        "--ours-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a serving setting for (d), to try one before it becomes the default (repeatable)",
+    )
     args = parser.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     if unknown := set(args.configs) - set(CONFIGS):

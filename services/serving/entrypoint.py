@@ -75,8 +75,8 @@ def serve_env(settings: ServingSettings, version: str) -> dict[str, str]:
             "MLFLOW_TRACKING_URI": settings.tracking_uri,
             "MLSERVER_GRPC_PORT": str(settings.grpc_port),
             "MLSERVER_METRICS_PORT": str(settings.metrics_port),
-            # Set here rather than with `-w`: mlflow drops a worker count of 0.
-            "MLSERVER_PARALLEL_WORKERS": str(settings.workers),
+            # torch sizes its intra-op thread pool from this when it is imported (see settings.torch_threads).
+            "OMP_NUM_THREADS": str(settings.torch_threads),
             "MLSERVER_MODEL_NAME": settings.model_name,
             "MLSERVER_MODEL_VERSION": version,
         }
@@ -144,7 +144,7 @@ def main() -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     root = settings.serving_dir or Path(tempfile.mkdtemp(prefix="serving-"))
-    store = ModelStore(root.resolve(), settings.model_name)
+    store = ModelStore(root.resolve(), settings.model_name, settings.server_settings)
     try:
         try:
             store.prepare(version, settings.model_ref)

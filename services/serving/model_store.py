@@ -1,7 +1,8 @@
 """The served model on local disk: registered versions downloaded once, and a `current` link to one of them.
 
     <root>/versions/<N>/           a registered version, as `mlflow artifacts download` gives it, plus the
-                                   model-settings.json that tells MLServer its name and registry version
+                                   model-settings.json that tells MLServer its name and registry version,
+                                   and the server's settings.json (performance settings)
     <root>/current -> versions/N   what the server is pointed at; switched atomically
 
 `mlflow models serve -m <root>/current --enable-mlserver` hands that path straight to `mlserver start`,
@@ -22,9 +23,10 @@ RUNTIME = "services.serving.runtime.RegistryModelRuntime"
 
 
 class ModelStore:
-    def __init__(self, root: Path, model_name: str) -> None:
+    def __init__(self, root: Path, model_name: str, server_settings: dict[str, object] | None = None) -> None:
         self.root = root
         self.model_name = model_name
+        self.server_settings = server_settings or {}
         self.versions = root / "versions"
         self.current = root / "current"
         self.versions.mkdir(parents=True, exist_ok=True)
@@ -61,6 +63,8 @@ class ModelStore:
             },
         }
         (target / "model-settings.json").write_text(json.dumps(settings, indent=2))
+        # MLServer reads the server-wide settings.json from the folder it starts on (`current`), once.
+        (target / "settings.json").write_text(json.dumps(self.server_settings, indent=2))
         return target
 
     def activate(self, version: str) -> None:

@@ -27,8 +27,15 @@ class ServingSettings(BaseSettings):
     http_port: int = Field(8080, ge=1, le=65535, validation_alias="MLSERVER_HTTP_PORT")
     grpc_port: int = Field(8081, ge=1, le=65535, validation_alias="MLSERVER_GRPC_PORT")
     metrics_port: int = Field(8082, ge=1, le=65535, validation_alias="MLSERVER_METRICS_PORT")
-    workers: int = Field(1, ge=0, le=16, validation_alias="MLSERVER_PARALLEL_WORKERS")
-    """MLServer inference worker processes; 0 runs inference in the server process itself."""
+    workers: int = Field(0, ge=0, le=16, validation_alias="MLSERVER_PARALLEL_WORKERS")
+    """MLServer inference worker processes; 0 runs inference in the server process itself. 0 by default:
+    handing each request to a worker process costs more than this model's forward pass (measured with
+    python -m infra.benchmark.serving on 2 cores: single image at 16 clients 322 -> 910 req/s, batch of 32
+    3,749 -> 9,264 images/s, and one worker process (about 550 MiB RSS) fewer)."""
+    torch_threads: int = Field(1, ge=1, le=64, validation_alias="OMP_NUM_THREADS")
+    """torch's intra-op threads in the server. 1 by default: with 2 threads the forward pass of a batch of
+    32 competed with the event loop on 2 cores and took about 5x longer (REST batch-32 876 -> 4,068 images/s,
+    gRPC batch-32 at 16 clients 1,804 -> 6,535 images/s)."""
     env_manager: str = Field("local", validation_alias="SERVING_ENV_MANAGER")
     """local: use this image's or venv's packages; virtualenv: build the model's own environment."""
     registry_wait_seconds: float = Field(300.0, gt=0, validation_alias="SERVING_REGISTRY_WAIT_SECONDS")
@@ -54,6 +61,12 @@ class ServingSettings(BaseSettings):
         if len(set(ports)) != len(ports):
             raise ValueError(f"MLSERVER_HTTP_PORT, MLSERVER_GRPC_PORT and MLSERVER_METRICS_PORT must differ: {ports}")
         return self
+
+    @property
+    def server_settings(self) -> dict[str, object]:
+        """MLServer's server-wide settings.json. A file, not env vars: `mlflow models serve` overwrites
+        MLSERVER_PARALLEL_WORKERS with its own worker count (at least 1), and the file takes precedence."""
+        return {"parallel_workers": self.workers}
 
     @property
     def model_uri(self) -> str:
