@@ -20,9 +20,11 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from pydantic import ValidationError
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 from torch import nn
 from tqdm import tqdm
 
@@ -148,7 +150,17 @@ def log_datasets(data: MnistSplits) -> None:
             dataset = mlflow.data.from_numpy(  # type: ignore[attr-defined]
                 images.numpy(), targets=labels.numpy(), source=source, name=f"mnist-{context}"
             )
-        mlflow.log_input(dataset, context=context)
+        # Runs that log the same dataset at the same moment race in MLflow's store (it looks the dataset up,
+        # then inserts it): the loser gets an integrity error and its transaction is rolled back. By then the
+        # dataset exists, so logging again only links it to this run.
+        for attempt in Retrying(
+            stop=stop_after_attempt(5),
+            wait=wait_random(0.1, 1.0),
+            retry=retry_if_exception_type(MlflowException),
+            reraise=True,
+        ):
+            with attempt:
+                mlflow.log_input(dataset, context=context)
 
 
 def _requirements() -> list[str]:
