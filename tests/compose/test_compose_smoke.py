@@ -151,7 +151,9 @@ def test_the_compose_stack_trains_serves_and_survives_a_restart(
         )
 
         containers = stack.containers()
-        for service in ("minio", "mlflow", "serving") + (("postgres",) if backend == "postgres" else ()):
+        for service in ("minio", "mlflow", "serving", "serving-staging") + (
+            ("postgres",) if backend == "postgres" else ()
+        ):
             assert containers[service]["Health"] == "healthy", containers[service]
         for job in ("create-bucket", "training"):
             assert containers[job]["State"] == "exited" and containers[job]["ExitCode"] == 0, containers[job]
@@ -181,6 +183,18 @@ def test_the_compose_stack_trains_serves_and_survives_a_restart(
         # --no-deps: serving is up; without it, compose would run the training job again first.
         predict = stack.compose("run", "--rm", "--no-deps", "predict", timeout=600)
         assert "accuracy" in predict.stdout, predict.stdout
+
+        # The deployment rehearsal, inside the compose network: version 2 is trained and staged, gated
+        # through serving-staging, promoted, served by serving, rolled back, and version 1 is served again.
+        rehearsal = stack.compose(
+            "run", "--rm", "--no-deps",
+            "-e", "SERVING_URL=http://serving:8080", "-e", "SERVING_STAGING_URL=http://serving-staging:8080",
+            "training", "python", "-m", "infra.rehearsal", "-n", "500",
+            timeout=900,
+        )  # fmt: skip
+        assert "rehearsal passed" in rehearsal.stdout, rehearsal.stdout + rehearsal.stderr
+        assert client.get_model_version_by_alias(MODEL_NAME, "production").version == "1"
+        assert client.get_model_version(MODEL_NAME, "2").tags["gate.outcome"] == "promoted"
 
         before = snapshot(stack)
         stack.compose("down", timeout=300)
