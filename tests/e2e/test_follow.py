@@ -17,6 +17,7 @@ from tests.e2e.conftest import MODEL, Stack
 from tests.support import run_module
 from training import registry
 from training.data import load_test_set
+from training.gate import served_version, wait_until_served
 from training.v2 import infer_payload
 
 pytestmark = pytest.mark.e2e
@@ -66,20 +67,6 @@ class LoadGenerator:
             thread.join(timeout=60)
 
 
-def served_version(url: str) -> str | None:
-    versions = requests.get(f"{url}/v2/models/{MODEL}", timeout=10).json().get("versions") or [None]
-    return versions[0]
-
-
-def wait_until_served(url: str, version: str, timeout: float = RELOAD_WINDOW) -> float:
-    began = time.monotonic()
-    while time.monotonic() - began < timeout:
-        if served_version(url) == version:
-            return time.monotonic() - began
-        time.sleep(0.1)
-    raise AssertionError(f"{url} still serves {served_version(url)}, not {version}, after {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def second_version(stack: Stack, mnist_root: Path) -> str:
     trained = run_module("training.train", "--train-limit", "3000", "--epochs", "1", "--alias", "staging",
@@ -91,7 +78,7 @@ def second_version(stack: Stack, mnist_root: Path) -> str:
 def test_ten_switches_under_load_fail_no_request(stack: Stack, second_version: str, mnist_root: Path) -> None:
     client = MlflowClient(stack.tracking_uri)
     images, _ = load_test_set(mnist_root, download=False, limit=4)
-    wait_until_served(stack.serving_url, stack.version)
+    wait_until_served(stack.serving_url, MODEL, stack.version, timeout=RELOAD_WINDOW)
     moves: list[tuple[float, str]] = [(time.monotonic(), stack.version)]
     switch_times = []
     with LoadGenerator(f"{stack.serving_url}/v2/models/{MODEL}/infer", infer_payload(images.numpy())) as load:
@@ -102,7 +89,7 @@ def test_ten_switches_under_load_fail_no_request(stack: Stack, second_version: s
             else:
                 target = registry.rollback(client, MODEL).version
             moves.append((time.monotonic(), target))
-            switch_times.append(wait_until_served(stack.serving_url, target))
+            switch_times.append(wait_until_served(stack.serving_url, MODEL, target, timeout=RELOAD_WINDOW))
         time.sleep(1.0)
     assert load.failures == [], load.failures[:5]
     assert len(load.results) > 100
@@ -126,10 +113,10 @@ def test_ten_switches_under_load_fail_no_request(stack: Stack, second_version: s
 def test_served_version_is_visible_in_response_metadata_and_metrics(stack: Stack, mnist_root: Path) -> None:
     images, _ = load_test_set(mnist_root, download=False, limit=1)
     current = registry.resolve_version(MlflowClient(stack.tracking_uri), MODEL, "@production")
-    wait_until_served(stack.serving_url, current)
+    wait_until_served(stack.serving_url, MODEL, current, timeout=RELOAD_WINDOW)
     body = requests.post(f"{stack.serving_url}/v2/models/{MODEL}/infer", json=infer_payload(images.numpy()),
                          timeout=30).json()  # fmt: skip
     assert body["model_version"] == current
-    assert served_version(stack.serving_url) == current
+    assert served_version(stack.serving_url, MODEL) == current
     metrics = requests.get(stack.metrics_url, timeout=10).text
     assert f'served_model_requests_total{{model_name="{MODEL}",model_version="{current}"}}' in metrics
