@@ -48,11 +48,9 @@ class Running:
     http_url: str
     grpc_target: str | None
 
-    def rss_mb(self) -> float:
-        """Resident memory of the server's whole process tree: every descendant of its leader, whatever
-        its process group (our entrypoint runs MLServer in a group of its own). Shared pages count once
-        per process, as `ps` shows them."""
-        page = os.sysconf("SC_PAGE_SIZE")
+    def descendants(self) -> set[int]:
+        """The leader and every process below it, whatever its process group (our entrypoint runs
+        MLServer in a group of its own)."""
         parents: dict[int, int] = {}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
@@ -65,8 +63,25 @@ class Running:
             before = len(tree)
             tree |= {pid for pid, parent in parents.items() if parent in tree}
             grown = len(tree) > before
+        return tree
+
+    def mlserver_pid(self) -> int:
+        """The `mlserver start` process: with parallel_workers=0 it parses, infers and answers."""
+        for pid in sorted(self.descendants()):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(arg.endswith(b"mlserver") for arg in argv[:2]) and b"start" in argv:
+                return pid
+        raise RuntimeError(f"no `mlserver start` process below pid {self.pid}")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server's whole process tree. Shared pages count once per process, as
+        `ps` shows them."""
+        page = os.sysconf("SC_PAGE_SIZE")
         total = 0
-        for pid in tree:
+        for pid in self.descendants():
             try:
                 total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
             except (OSError, IndexError, ValueError):

@@ -13,6 +13,9 @@ comes from wrk (apt install wrk), gRPC load from an asyncio client that sends pr
 (its CPU cost per request is printed with the results). Without --tracking-uri, it starts a throwaway MLflow
 server and trains the shipped model architecture on a slice of MNIST (MNIST_ROOT). Writes
 <out>/serving-benchmark.md and <out>/serving-benchmark.png. Everything runs on loopback and is stopped at the end.
+
+With --profile, (d) is also run once more per profiled case under py-spy, and the table says where the
+server's event loop spends each request's time (infra/benchmark/profile.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import mlflow
@@ -36,8 +40,9 @@ import numpy as np
 import requests
 from mlserver.grpc import dataplane_pb2 as pb
 
-from infra.benchmark import load, servers
+from infra.benchmark import load, profile, servers
 from infra.benchmark.load import Measurement
+from infra.benchmark.profile import Profile
 from infra.benchmark.report import Row, Server, chart, markdown
 from training.v2 import infer_payload
 
@@ -103,6 +108,7 @@ class Bench:
         self.images = images
         self.rows: list[Row] = []
         self.servers: list[Server] = []
+        self.profiles: list[Profile] = []
 
     def measure(self, config: str, label: str, protocol: str, run: Callable[[int, int, float], Measurement]) -> None:
         for batch in self.images:
@@ -131,8 +137,26 @@ class Bench:
     def v2_bodies(self) -> dict[int, bytes]:
         return {batch: json.dumps(infer_payload(images)).encode() for batch, images in self.images.items()}
 
+    def profile(self, srv: servers.Running, work: Path) -> None:
+        """The cases of the goals, (d) once more each, under py-spy."""
+        assert srv.grpc_target is not None
+        pid, bodies = srv.mlserver_pid(), self.v2_bodies()
+        grpc_requests = {batch: grpc_request(MODEL, images) for batch, images in self.images.items()}
+        url = f"{srv.http_url}/v2/models/{MODEL}/infer"
+        for protocol, batch, clients in (("REST", 1, 16), ("REST", self.args.batch, 1), ("gRPC", self.args.batch, 1)):
+            run: Callable[..., Measurement]
+            if protocol == "REST":
+                run = partial(load.wrk, url, bodies[batch], clients=clients, batch=batch)
+            else:
+                run = partial(load.grpc_infer, srv.grpc_target, grpc_requests[batch], clients=clients, batch=batch)
+            case = f"{protocol} batch {batch} x{clients}"
+            found = profile.profiled(pid, case, self.args.duration, run, work)
+            self.profiles.append(found)
+            print(f"  (d) profiled {case}: {found.measurement.req_s:,.0f} req/s, event loop CPU "
+                  f"{found.cpu_seconds:.1f} s of {found.measurement.seconds:.1f} s", flush=True)  # fmt: skip
 
-def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], list[Server]]:
+
+def run(args: argparse.Namespace, work: Path) -> Bench:
     rng = np.random.default_rng(0)
     bench = Bench(args, {b: rng.random((b, 1, 28, 28), dtype=np.float32) for b in (1, args.batch)})
     with ExitStack() as stack:
@@ -178,7 +202,9 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], list[Server]]:
                 assert srv.grpc_target is not None
                 bench.grpc("d", label, srv.grpc_target, MODEL)
                 bench.servers.append(Server("d", label, srv.cold_start_s, srv.rss_mb()))
-    return bench.rows, bench.servers
+                if args.profile:
+                    bench.profile(srv, work)
+    return bench
 
 
 def machine() -> str:
@@ -199,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-limit", type=int, default=2000, help="images to train the throwaway model on")
     parser.add_argument("--tracking-uri", help="use this MLflow server's model instead of a throwaway one")
     parser.add_argument("--model-version", default="1", help="with --tracking-uri: the version to serve")
+    parser.add_argument("--profile", action="store_true", help="also profile (d) with py-spy, stage by stage")
     parser.add_argument(
         "--ours-env",
         action="append",
@@ -213,18 +240,28 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None and set(args.configs) & {"b", "c", "d"}:
         print("error: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
         return 2
+    if args.profile and profile.py_spy() is None:
+        print("error: --profile needs py-spy (pip install py-spy; it is in this project's dev extra)", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     try:
-        rows, measured = run(args, work)
+        bench = run(args, work)
+        for raw in work.glob("profile-*.txt"):
+            shutil.copy(raw, args.out / raw.name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"Serving benchmark, {stamp}; {args.duration:g} s per case after {args.warmup:g} s warm-up; "
               f"closed-loop clients on loopback.\nMachine: {machine()}.")  # fmt: skip
     table = args.out / "serving-benchmark.md"
-    table.write_text(markdown(rows, measured, header))
-    chart(rows, args.out / "serving-benchmark.png", f"Serving benchmark ({stamp})")
+    text = markdown(bench.rows, bench.servers, header)
+    if bench.profiles:
+        text += ("\nWhere (d)'s event loop spends each request's CPU time (py-spy, "
+                 f"{profile.SAMPLE_RATE} samples/s; raw stacks in {args.out}/profile-*.txt):\n\n")  # fmt: skip
+        text += profile.markdown(bench.profiles)
+    table.write_text(text)
+    chart(bench.rows, args.out / "serving-benchmark.png", f"Serving benchmark ({stamp})")
     print("\n" + table.read_text())
     print(f"wrote {table} and {args.out / 'serving-benchmark.png'}")
     return 0

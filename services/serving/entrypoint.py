@@ -144,7 +144,13 @@ def main() -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     root = settings.serving_dir or Path(tempfile.mkdtemp(prefix="serving-"))
-    store = ModelStore(root.resolve(), settings.model_name, settings.server_settings)
+    store = ModelStore(
+        root.resolve(),
+        settings.model_name,
+        server_settings=settings.server_settings,
+        runtime_settings=settings.runtime_settings,
+        model_settings=settings.model_settings,
+    )
     try:
         try:
             store.prepare(version, settings.model_ref)

@@ -23,10 +23,19 @@ RUNTIME = "services.serving.runtime.RegistryModelRuntime"
 
 
 class ModelStore:
-    def __init__(self, root: Path, model_name: str, server_settings: dict[str, object] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        model_name: str,
+        server_settings: dict[str, object] | None = None,
+        runtime_settings: dict[str, object] | None = None,
+        model_settings: dict[str, object] | None = None,
+    ) -> None:
         self.root = root
         self.model_name = model_name
         self.server_settings = server_settings or {}
+        self.runtime_settings = runtime_settings or {}
+        self.model_settings = model_settings or {}
         self.versions = root / "versions"
         self.current = root / "current"
         self.versions.mkdir(parents=True, exist_ok=True)
@@ -54,11 +63,13 @@ class ModelStore:
             "name": self.model_name,
             "implementation": RUNTIME,
             "versions": [version],
+            **self.model_settings,
             "parameters": {
                 "extra": {
                     "registry_version": version,
                     "registry_uri": f"models:/{self.model_name}/{version}",
                     "followed_ref": followed_ref,
+                    **self.runtime_settings,
                 }
             },
         }

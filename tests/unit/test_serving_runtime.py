@@ -1,0 +1,137 @@
+"""The serving runtime in-process: its settings files, the direct PyTorch path, and its answers to bad input.
+
+A real MLflow PyTorch model (the shipped architecture, untrained) is saved to a temporary folder and
+loaded by the real MLServer runtime class; no server is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import mlflow.pytorch
+import numpy as np
+import pytest
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Schema, TensorSpec
+from mlserver.errors import InferenceError
+from mlserver.settings import ModelParameters, ModelSettings
+from mlserver.types import InferenceRequest, RequestInput
+
+from services.serving.direct import DirectTorchModel
+from services.serving.model_store import ModelStore
+from services.serving.runtime import RegistryModelRuntime
+from services.serving.settings import ServingSettings
+from training.model import build_model, for_serving
+
+IMAGES = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "model"
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
+    )
+    mlflow.pytorch.save_model(for_serving(build_model((64,), 0.1, seed=1)), str(path), signature=signature,
+                              pip_requirements=[])  # fmt: skip
+    return path
+
+
+def runtime(model_dir: Path, **extra: object) -> RegistryModelRuntime:
+    settings = ModelSettings(
+        name="digits",
+        implementation=RegistryModelRuntime,
+        parameters=ModelParameters(uri=str(model_dir), extra={"registry_version": "7", **extra}),
+    )
+    loaded = RegistryModelRuntime(settings)
+    asyncio.run(loaded.load())
+    return loaded
+
+
+def request(images: np.ndarray, datatype: str = "FP32", **input_fields: object) -> InferenceRequest:
+    """A V2 request for `images`; `input_fields` override the input's fields (data, parameters)."""
+    fields: dict[str, object] = {"data": images.ravel().tolist(), **input_fields}
+    tensor = RequestInput(name="input-0", shape=list(images.shape), datatype=datatype, **fields)  # type: ignore[arg-type]
+    return InferenceRequest(inputs=[tensor])
+
+
+def probabilities(model: RegistryModelRuntime, payload: InferenceRequest) -> np.ndarray:
+    response = asyncio.run(model.predict(payload))
+    assert response.model_version == "7"
+    output = response.outputs[0]
+    return np.asarray(output.data.root, dtype=np.float32).reshape(output.shape)
+
+
+def test_direct_path_answers_exactly_what_mlflow_answers(saved_model: Path) -> None:
+    direct, through_mlflow = runtime(saved_model), runtime(saved_model, direct_path=False)
+    assert direct.direct is not None and through_mlflow.direct is None
+    expected = mlflow.pyfunc.load_model(str(saved_model)).predict(IMAGES)
+    for images in (IMAGES, IMAGES[:1]):
+        assert np.array_equal(probabilities(direct, request(images)), probabilities(through_mlflow, request(images)))
+    assert np.array_equal(probabilities(direct, request(IMAGES)), expected)
+
+
+@pytest.mark.parametrize(
+    ("payload", "accepted"),
+    [
+        (request(IMAGES), True),
+        (request(IMAGES.astype(np.float64), datatype="FP64"), False),
+        (request(IMAGES.reshape(3, 784)), False),
+        (request(IMAGES.reshape(3, 1, 14, 56)), False),
+        (request(IMAGES, parameters={"content_type": "pd"}), False),
+        (InferenceRequest(inputs=[request(IMAGES).inputs[0]] * 2), False),
+        (InferenceRequest(inputs=request(IMAGES).inputs, parameters={"temperature": 2}), False),
+    ],
+    ids=["matching", "fp64", "flat", "other-shape", "pandas", "two-inputs", "parameters"],
+)
+def test_direct_path_takes_only_requests_that_match_the_signature(
+    saved_model: Path, payload: InferenceRequest, accepted: bool
+) -> None:
+    direct = DirectTorchModel.of(mlflow.pyfunc.load_model(str(saved_model)))
+    assert direct is not None
+    assert direct.accepts(payload) is accepted
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (request(IMAGES.astype(np.float64), datatype="FP64"), "dtype of input float64 does not match"),
+        (request(IMAGES.reshape(3, 784)), "Shape of input (3, 784) does not match"),
+        (request(IMAGES, data=[0.5] * 10), "cannot decode"),
+    ],
+    ids=["fp64", "flat", "too-little-data"],
+)
+def test_bad_input_is_a_client_error_with_the_reason(saved_model: Path, payload: InferenceRequest, reason: str) -> None:
+    with pytest.raises(InferenceError) as raised:
+        asyncio.run(runtime(saved_model).predict(payload))
+    assert raised.value.status_code == 400
+    assert reason in str(raised.value)
+    assert len(str(raised.value)) < 500, "the message must not echo the whole input"
+
+
+def test_settings_reach_mlserver_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLSERVER_MODEL_MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("SERVING_DIRECT_PATH", "false")
+    settings = ServingSettings()
+    store = ModelStore(tmp_path, "digits", settings.server_settings, settings.runtime_settings, settings.model_settings)
+    (tmp_path / "versions" / "4").mkdir(parents=True)
+    (tmp_path / "versions" / "4" / "MLmodel").write_text("already downloaded\n")  # prepare() downloads nothing
+
+    folder = store.prepare("4", "@production")
+
+    server = json.loads((folder / "settings.json").read_text())
+    assert server == {"parallel_workers": 0, "debug": False}
+    model = json.loads((folder / "model-settings.json").read_text())
+    assert (model["max_batch_size"], model["max_batch_time"]) == (8, 0.0002)
+    assert model["parameters"]["extra"] == {
+        "registry_version": "4",
+        "registry_uri": "models:/digits/4",
+        "followed_ref": "@production",
+        "direct_path": False,
+        "gc_freeze": True,
+    }
+    monkeypatch.setenv("MLSERVER_MODEL_MAX_BATCH_SIZE", "1")
+    assert ServingSettings().model_settings == {}, "a batch of one request is no batching"
