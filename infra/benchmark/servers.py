@@ -8,7 +8,6 @@ ours            (d) python -m services.serving.entrypoint, as shipped (its defau
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -18,17 +17,12 @@ from pathlib import Path
 
 import requests
 
+from infra.ports import free_port
 from services.common.processes import start_group, stop_group
 
 PYTHON = sys.executable
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STOCK_MLSERVER_MODEL = "mlflow-model"  # the name mlflow gives the model when --enable-mlserver starts it
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def clean_env(tracking_uri: str, **overrides: str) -> dict[str, str]:

@@ -44,6 +44,7 @@ from infra.benchmark import load, profile, servers
 from infra.benchmark.load import Measurement
 from infra.benchmark.profile import Profile
 from infra.benchmark.report import Row, Server, chart, markdown
+from infra.ports import free_port
 from training.v2 import infer_payload
 
 MODEL = "pytorch_simplenn_mnist"
@@ -53,7 +54,7 @@ CONFIGS = ("a", "b", "c", "d")
 @contextmanager
 def throwaway_registry(work: Path, train_limit: int) -> Iterator[tuple[str, str]]:
     """A temporary MLflow server with one trained version of the model aliased @production."""
-    port = servers.free_port()
+    port = free_port()
     env = servers.clean_env(
         f"http://127.0.0.1:{port}",
         MLFLOW_BACKEND_STORE_URI=f"sqlite:///{work / 'mlflow.db'}",

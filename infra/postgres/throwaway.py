@@ -14,7 +14,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import psycopg2
 
+from infra.ports import free_port
 from services.common.processes import start_group, stop_group
 from services.common.waiting import NotReadyYet, wait_for
 
@@ -92,12 +92,6 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return ["setpriv", f"--reuid={RUN_AS}", f"--regid={RUN_AS}", "--init-groups", "--", *argv]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def throwaway_postgres(
     *,
@@ -140,7 +134,7 @@ def throwaway_postgres(
     pwfile.unlink()
     if init.returncode != 0:
         raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout}\n{init.stderr}")
-    server = PostgresServer("127.0.0.1", port or _free_port(), user, password, database, data_dir, log_path)
+    server = PostgresServer("127.0.0.1", port or free_port(), user, password, database, data_dir, log_path)
     with open(log_path, "wb") as log:
         proc = start_group(
             _as_server_user(

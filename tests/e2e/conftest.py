@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, module_env, run_module, server
+from infra.ports import free_port
+from tests.support import module_env, run_module, server
 
 MODEL = "pytorch_simplenn_mnist"
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from infra.ports import free_port
 from tests.e2e.conftest import MODEL, Stack
-from tests.support import free_port, run_module, server
+from tests.support import run_module, server
 from training import registry
 
 pytestmark = pytest.mark.e2e

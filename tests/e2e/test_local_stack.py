@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from infra.ports import free_port
 from services.common.processes import group_alive
-from tests.support import free_port, module_env, run_module
+from tests.support import module_env, run_module
 
 pytestmark = pytest.mark.e2e
 

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import requests
 
+from infra.ports import free_port
 from services.common.s3 import s3_client
 from tests.e2e.conftest import MODEL, Stack
-from tests.support import PROJECT_ROOT, PYTHON, assert_sigterm_stops_supervised_group, free_port, run_module
+from tests.support import PROJECT_ROOT, PYTHON, assert_sigterm_stops_supervised_group, run_module
 from training.data import load_test_set
 from training.v2 import V2Client, infer_payload
 

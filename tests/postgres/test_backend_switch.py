@@ -11,9 +11,10 @@ import mlflow
 import pytest
 import sqlalchemy
 
+from infra.ports import free_port
 from infra.postgres.throwaway import PostgresServer
 from services.common.processes import group_alive
-from tests.support import free_port, module_env, run_module, server
+from tests.support import module_env, run_module, server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 

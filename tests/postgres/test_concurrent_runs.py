@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from tests.support import PROJECT_ROOT, PYTHON, free_port, module_env, server
+from infra.ports import free_port
+from tests.support import PROJECT_ROOT, PYTHON, module_env, server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from tests.support import free_port, module_env, run_module
+from infra.ports import free_port
+from tests.support import module_env, run_module
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 

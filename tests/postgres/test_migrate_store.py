@@ -20,7 +20,8 @@ import pytest
 import sqlalchemy
 from mlflow import MlflowClient
 
-from tests.support import free_port, module_env, run_module, server
+from infra.ports import free_port
+from tests.support import module_env, run_module, server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
