@@ -27,6 +27,7 @@ from mlserver.errors import InferenceError
 from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver_mlflow import MLflowRuntime
 from mlserver_mlflow.codecs import TensorDictCodec
+from prometheus_client import Counter
 
 from services.serving.direct import DirectTorchModel
 from services.serving.metrics import SERVED_REQUESTS
@@ -34,6 +35,7 @@ from services.serving.metrics import SERVED_REQUESTS
 
 class RegistryModelRuntime(MLflowRuntime):
     direct: DirectTorchModel | None = None
+    served: Counter
 
     @property
     def extra(self) -> dict[str, object]:
@@ -51,6 +53,8 @@ class RegistryModelRuntime(MLflowRuntime):
     async def load(self) -> bool:
         loaded = await super().load()
         self.direct = DirectTorchModel.of(self._model) if self.extra.get("direct_path", True) else None
+        # The counter's child for this model version, looked up once rather than per request.
+        self.served = SERVED_REQUESTS.labels(self.name, self.registry_version or "")
         self._refreeze()
         return loaded
 
@@ -90,5 +94,5 @@ class RegistryModelRuntime(MLflowRuntime):
                 ) from err
         response = self.encode_response(answer, default_codec=TensorDictCodec)
         response.model_version = self.registry_version
-        SERVED_REQUESTS.labels(self.name, self.registry_version or "").inc()
+        self.served.inc()
         return response

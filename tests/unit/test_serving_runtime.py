@@ -18,6 +18,7 @@ from mlflow.types.schema import Schema, TensorSpec
 from mlserver.errors import InferenceError
 from mlserver.settings import ModelParameters, ModelSettings
 from mlserver.types import InferenceRequest, RequestInput
+from prometheus_client import REGISTRY
 
 from services.serving.direct import DirectTorchModel
 from services.serving.model_store import ModelStore
@@ -58,9 +59,16 @@ def request(images: np.ndarray, datatype: str = "FP32", **input_fields: object) 
     return InferenceRequest(inputs=[tensor])
 
 
+def served_count() -> float:
+    labels = {"model_name": "digits", "model_version": "7"}
+    return REGISTRY.get_sample_value("served_model_requests_total", labels) or 0.0
+
+
 def probabilities(model: RegistryModelRuntime, payload: InferenceRequest) -> np.ndarray:
+    before = served_count()
     response = asyncio.run(model.predict(payload))
     assert response.model_version == "7"
+    assert served_count() == before + 1, "each answer is counted under its registry version"
     output = response.outputs[0]
     return np.asarray(output.data.root, dtype=np.float32).reshape(output.shape)
 
