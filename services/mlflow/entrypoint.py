@@ -73,10 +73,14 @@ REFUSALS = (
 )
 
 
+def is_sqlite(uri: str) -> bool:
+    return make_url(uri).get_backend_name() == "sqlite"
+
+
 def database_address(uri: str) -> str:
     """host:port/database of a backend-store URI, without the credentials."""
     url = make_url(uri)
-    if url.get_backend_name() == "sqlite":
+    if is_sqlite(uri):
         return url.database or ":memory:"
     return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
 
@@ -84,9 +88,9 @@ def database_address(uri: str) -> str:
 def wait_for_database(settings: TrackingServerSettings) -> None:
     """Connect to the backend store once; retry while it is not up yet, fail at once when it refuses us."""
     uri = settings.backend_store_uri
-    url = make_url(uri)
-    if url.get_backend_name() == "sqlite":
+    if is_sqlite(uri):
         return
+    url = make_url(uri)
     address = database_address(uri)
     engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 5}, poolclass=sqlalchemy.NullPool)
 
@@ -127,7 +131,7 @@ def prepare_schema(settings: TrackingServerSettings) -> str:
     from mlflow.store.db import utils as db_utils
 
     uri = settings.backend_store_uri
-    if uri.startswith("sqlite:"):
+    if is_sqlite(uri):
         enable_sqlite_wal(uri)
     engine = db_utils.create_sqlalchemy_engine(uri)
     try:
