@@ -95,13 +95,10 @@ def gate_and_promote(
     tolerance: float,
 ) -> GateDecision:
     """Stage `candidate`, compare it with production, and promote it only if it passes. Tags record why."""
-    staged = registry.resolve_version(client, name, "@staging") if _has_alias(client, name, "staging") else None
-    if staged != candidate:
+    if _alias_target(client, name, "staging") != candidate:
         registry.promote(client, name, candidate, "staging")
     candidate_accuracy = endpoint_accuracy(staging_url, name, candidate, images, labels)
-    production = (
-        registry.resolve_version(client, name, "@production") if _has_alias(client, name, "production") else None
-    )
+    production = _alias_target(client, name, "production")
     if production is None:
         decision = GateDecision(candidate, candidate_accuracy, None, None, tolerance, len(images), True,
                                 "no production version yet")  # fmt: skip
@@ -122,5 +119,7 @@ def gate_and_promote(
     return decision
 
 
-def _has_alias(client: MlflowClient, name: str, alias: str) -> bool:
-    return alias in client.get_registered_model(name).aliases
+def _alias_target(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version `alias` points at, None when it is not set (a registry error is raised, not taken as unset)."""
+    target = client.get_registered_model(name).aliases.get(alias)
+    return str(target) if target is not None else None
