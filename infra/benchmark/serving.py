@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 import mlflow
@@ -127,22 +127,27 @@ class Bench:
             check_rest(url, body, batch)
         self.measure(config, label, "REST", lambda b, c, s: load.wrk(url, bodies[b], clients=c, seconds=s, batch=b))
 
-    def grpc(self, config: str, label: str, target: str, model: str) -> None:
-        requests_ = {batch: grpc_request(model, images) for batch, images in self.images.items()}
+    def grpc(self, config: str, label: str, target: str) -> None:
+        requests_ = self.grpc_requests
         for batch, request in requests_.items():
             check_grpc(target, request, batch)
         self.measure(
             config, label, "gRPC", lambda b, c, s: load.grpc_infer(target, requests_[b], clients=c, seconds=s, batch=b)
         )
 
+    @cached_property
     def v2_bodies(self) -> dict[int, bytes]:
+        """V2 JSON request bodies by batch size, serialized once for every server."""
         return {batch: json.dumps(infer_payload(images)).encode() for batch, images in self.images.items()}
+
+    @cached_property
+    def grpc_requests(self) -> dict[int, bytes]:
+        return {batch: grpc_request(MODEL, images) for batch, images in self.images.items()}
 
     def profile(self, srv: servers.Running, work: Path) -> None:
         """The cases of the goals, (d) once more each, under py-spy."""
         assert srv.grpc_target is not None
-        pid, bodies = srv.mlserver_pid(), self.v2_bodies()
-        grpc_requests = {batch: grpc_request(MODEL, images) for batch, images in self.images.items()}
+        pid, bodies, grpc_requests = srv.mlserver_pid(), self.v2_bodies, self.grpc_requests
         url = f"{srv.http_url}/v2/models/{MODEL}/infer"
         for protocol, batch, clients in (("REST", 1, 16), ("REST", self.args.batch, 1), ("gRPC", self.args.batch, 1)):
             run: Callable[..., Measurement]
@@ -192,16 +197,16 @@ def run(args: argparse.Namespace, work: Path) -> Bench:
             with servers.stock_mlserver(tracking_uri, model_uri, work) as srv:
                 print(f"(c) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
                 url = f"{srv.http_url}/v2/models/{servers.STOCK_MLSERVER_MODEL}/infer"
-                bench.rest("c", label, url, bench.v2_bodies())
+                bench.rest("c", label, url, bench.v2_bodies)
                 bench.servers.append(Server("c", label, srv.cold_start_s, srv.rss_mb()))
         if "d" in args.configs:
             label = "ours, as shipped" if not args.ours_env else "ours, " + " ".join(args.ours_env)
             overrides = dict(item.split("=", 1) for item in args.ours_env)
             with servers.ours(tracking_uri, MODEL, work, **overrides) as srv:
                 print(f"(d) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
-                bench.rest("d", label, f"{srv.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies())
+                bench.rest("d", label, f"{srv.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies)
                 assert srv.grpc_target is not None
-                bench.grpc("d", label, srv.grpc_target, MODEL)
+                bench.grpc("d", label, srv.grpc_target)
                 bench.servers.append(Server("d", label, srv.cold_start_s, srv.rss_mb()))
                 if args.profile:
                     bench.profile(srv, work)
