@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from training import registry
 from training.data import load_test_set, resolve_root
 from training.gate import endpoint_accuracy, gate_and_promote, wait_until_served
-from training.settings import MnistSettings
+from training.settings import EndpointSettings
 from training.tracking import connect
 
 SMOKE_IMAGES = 200
@@ -68,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--images", type=int, default=2_000, help="gate: test images per version")
     args = parser.parse_args(argv)
 
-    settings = MnistSettings()
-    production_url = os.environ.get("SERVING_URL", "http://127.0.0.1:8080")
-    staging_url = os.environ.get("SERVING_STAGING_URL", "http://127.0.0.1:8090")
+    settings = EndpointSettings()
+    production_url, staging_url = settings.serving_url, settings.staging_url
     client: MlflowClient = connect(settings.tracking_uri, wait_seconds=settings.tracking_wait_seconds)
     name = settings.model_name
     images, labels = load_test_set(resolve_root(settings.mnist_root), download=settings.mnist_download,

@@ -13,7 +13,6 @@ override them.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from mlflow.tracking import MlflowClient
@@ -23,7 +22,7 @@ from services.common.waiting import DependencyUnavailable
 from training import registry
 from training.data import MnistUnavailable, load_test_set, resolve_root
 from training.gate import gate_and_promote
-from training.settings import MnistSettings, RegistrySettings
+from training.settings import EndpointSettings, RegistrySettings
 from training.tracking import connect
 from training.v2 import InferenceError
 
@@ -50,14 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     promote.add_argument("--tolerance", type=float, default=0.005, help="allowed accuracy drop (default 0.005)")
     promote.add_argument("-n", "--images", type=int, default=10_000, help="test images for the gate")
-    promote.add_argument(
-        "--staging-url", default=os.environ.get("SERVING_STAGING_URL", "http://127.0.0.1:8090"),
-        help="staging V2 endpoint (SERVING_STAGING_URL)",
-    )  # fmt: skip
-    promote.add_argument(
-        "--production-url", default=os.environ.get("SERVING_URL", "http://127.0.0.1:8080"),
-        help="production V2 endpoint (SERVING_URL)",
-    )  # fmt: skip
+    promote.add_argument("--staging-url", help="staging V2 endpoint (default: SERVING_STAGING_URL, else :8090)")
+    promote.add_argument("--production-url", help="production V2 endpoint (default: SERVING_URL, else :8080)")
     commands.add_parser("rollback", help="return @production to the previous production version")
     commands.add_parser("list", help="a lineage table of every version")
     return parser.parse_args(argv)
@@ -68,14 +61,14 @@ def gated_promotion(client: MlflowClient, name: str, version: str, args: argpars
         raise ValueError("--gate applies to promotions to production")
     if not 1 <= args.images <= 10_000 or not 0 <= args.tolerance < 1:
         raise ValueError("--images must be 1 to 10000 and --tolerance between 0 and 1")
-    data = MnistSettings()
+    data = EndpointSettings()
     images, labels = load_test_set(resolve_root(data.mnist_root), download=data.mnist_download, limit=args.images)
     decision = gate_and_promote(
         client,
         name,
         version,
-        staging_url=args.staging_url,
-        production_url=args.production_url,
+        staging_url=args.staging_url or data.staging_url,
+        production_url=args.production_url or data.serving_url,
         images=images.numpy(),
         labels=labels.numpy(),
         tolerance=args.tolerance,

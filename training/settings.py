@@ -34,6 +34,15 @@ class MnistSettings(RegistrySettings):
     """Download MNIST into the root when its files are missing."""
 
 
+class EndpointSettings(MnistSettings):
+    """The two serving endpoints that a gated promotion and a rehearsal measure versions through."""
+
+    serving_url: str = Field("http://127.0.0.1:8080", validation_alias="SERVING_URL")
+    """Production: serves @production."""
+    staging_url: str = Field("http://127.0.0.1:8090", validation_alias="SERVING_STAGING_URL")
+    """Staging: serves @staging."""
+
+
 class TrainingSettings(MnistSettings):
     experiment_name: str = Field("mnist-simplenn", min_length=1, validation_alias="MLFLOW_EXPERIMENT_NAME")
     register_alias: str = Field("staging", validation_alias="REGISTER_ALIAS")
