@@ -7,4 +7,5 @@ bash infra/bootstrap.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy .
+.venv/bin/lint-imports --no-cache
 exec .venv/bin/python -m pytest "$@"

@@ -13,8 +13,8 @@ from typing import Any
 
 import requests
 
-from services.common.processes import group_alive, start_group, stop_group
-from services.common.waiting import http_ok, wait_for
+from mlops_sandbox.processes import group_alive, start_group, stop_group
+from mlops_sandbox.waiting import http_ok, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable

@@ -6,41 +6,13 @@ Variable names follow the libraries that already read them (`MLFLOW_TRACKING_URI
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
-from training.registry import LIFECYCLE_ALIASES, MODEL_NAME_PATTERN
-
-
-class RegistrySettings(BaseSettings):
-    """What every client of the registry needs: where it is, and which model."""
-
-    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", populate_by_name=True)
-
-    tracking_uri: str = Field("sqlite:///mlflow.db", validation_alias="MLFLOW_TRACKING_URI")
-    """Where runs and registered models go: a tracking-server URL or a `sqlite:///` URI."""
-    tracking_wait_seconds: float = Field(120.0, gt=0, validation_alias="MLFLOW_WAIT_SECONDS")
-    """How long to wait for a tracking server to answer before giving up."""
-    model_name: str = Field("pytorch_simplenn_mnist", pattern=MODEL_NAME_PATTERN, validation_alias="MODEL_NAME")
-
-
-class MnistSettings(RegistrySettings):
-    mnist_root: Path | None = Field(None, validation_alias="MNIST_ROOT")
-    """A torchvision root holding MNIST/raw/*-ubyte; unset: data/mnist, downloaded when online."""
-    mnist_download: bool = Field(True, validation_alias="MNIST_DOWNLOAD")
-    """Download MNIST into the root when its files are missing."""
-
-
-class EndpointSettings(MnistSettings):
-    """The two serving endpoints that a gated promotion and a rehearsal measure versions through."""
-
-    serving_url: str = Field("http://127.0.0.1:8080", validation_alias="SERVING_URL")
-    """Production: serves @production."""
-    staging_url: str = Field("http://127.0.0.1:8090", validation_alias="SERVING_STAGING_URL")
-    """Staging: serves @staging."""
+from mlops_sandbox.registry import LIFECYCLE_ALIASES
+from mlops_sandbox.settings import MnistSettings
 
 
 class TrainingSettings(MnistSettings):

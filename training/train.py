@@ -28,13 +28,15 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from torch import nn
 from tqdm import tqdm
 
-from services.common.waiting import DependencyUnavailable
+from mlops_sandbox import registry
+from mlops_sandbox.mnist import MnistUnavailable
+from mlops_sandbox.tracking import connect
+from mlops_sandbox.waiting import DependencyUnavailable
 from training import model as model_module
-from training import plots, registry
-from training.data import MnistSplits, MnistUnavailable, load_mnist, resolve_root
+from training import plots
+from training.data import MnistSplits, load_mnist
 from training.model import IMAGE_SHAPE, INPUT_CONTRACT, NUM_CLASSES, SimpleNN, build_model, for_serving
 from training.settings import TrainingSettings
-from training.tracking import connect
 
 EVAL_BATCH = 2_000
 
@@ -227,7 +229,7 @@ def register(
 def run(settings: TrainingSettings) -> TrainingResult:
     # Data first: a missing data set fails before anything is written to the tracking store.
     data = load_mnist(
-        resolve_root(settings.mnist_root),
+        settings.mnist_root,
         download=settings.mnist_download,
         val_size=settings.val_size,
         seed=settings.seed,

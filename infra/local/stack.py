@@ -26,10 +26,10 @@ import requests
 from pydantic import ValidationError
 
 from infra.local.settings import LocalStackSettings
-from services.common.processes import group_alive, start_group, stop_group
-from services.common.waiting import DependencyUnavailable, http_ok, wait_for
-from training.gate import wait_until_served
-from training.v2 import InferenceError
+from mlops_sandbox.gate import wait_until_served
+from mlops_sandbox.processes import group_alive, start_group, stop_group
+from mlops_sandbox.v2 import InferenceError
+from mlops_sandbox.waiting import DependencyUnavailable, http_ok, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -208,15 +208,15 @@ def up(stack: Stack, *, train: bool) -> None:
     if s.artifact_store == "s3":
         stack.check_port("s3", s.s3_port)
         # rclone answers 403 to an unsigned request once it is up: any HTTP answer means "listening".
-        stack.start("s3", [PYTHON, "-m", "infra.s3_server"], s.s3_url, any_answer=True)
-        stack.job("create-bucket", [PYTHON, "-m", "infra.create_bucket"])
+        stack.start("s3", [PYTHON, "-m", "services.s3.entrypoint"], s.s3_url, any_answer=True)
+        stack.job("create-bucket", [PYTHON, "-m", "infra.ops.create_bucket"])
     stack.check_port("mlflow", s.mlflow_port)
     stack.start("mlflow", [PYTHON, "-m", "services.mlflow.entrypoint"], f"{s.mlflow_url}/health")
     result_file = s.run / "last-training.json"
     if train:
         stack.job("training", [PYTHON, "-m", "training.train", "--output-json", str(result_file)])
         version = json.loads(result_file.read_text())["version"]
-        stack.job("promote", [PYTHON, "-m", "training.registry_cli", "promote", version, "--to", "production"])
+        stack.job("promote", [PYTHON, "-m", "infra.ops.registry", "promote", version, "--to", "production"])
     # A running server follows @production (and @staging) by itself: a rerun needs no restart.
     endpoints = (("serving", s.http_port, s.serving_url), ("serving-staging", s.staging_http_port, s.staging_url))
     for name, port, url in endpoints:
@@ -226,7 +226,7 @@ def up(stack: Stack, *, train: bool) -> None:
         took = wait_until_served(s.serving_url, s.model_name, version, timeout=s.start_timeout)
         print(f"  serving: production serves version {version} ({took:.1f} s after the promotion)")
     predict = ["-n", str(s.predict_images), "--min-accuracy", str(s.min_accuracy)]
-    stack.job("predict", [PYTHON, "-m", "training.predict", "--serving-url", s.serving_url, *predict])
+    stack.job("predict", [PYTHON, "-m", "infra.ops.predict", "--serving-url", s.serving_url, *predict])
     grpc_port = os.environ.get("MLSERVER_GRPC_PORT", "8081")
     metrics_port = os.environ.get("MLSERVER_METRICS_PORT", "8082")
     print(
@@ -238,7 +238,7 @@ def up(stack: Stack, *, train: bool) -> None:
         f"  Prometheus metrics:      http://127.0.0.1:{metrics_port}/metrics\n"
         + (f"  S3 (rclone):             {s.s3_url}, bucket {s.s3_bucket}\n" if s.artifact_store == "s3" else "")
         + f"  Logs:                    {s.logs}\n"
-        f"  Registry:                MLFLOW_TRACKING_URI={s.mlflow_url} python -m training.registry_cli list\n"
+        f"  Registry:                MLFLOW_TRACKING_URI={s.mlflow_url} python -m infra.ops.registry list\n"
         "  Stop:                    python -m infra.local.stack down"
     )
 
@@ -247,7 +247,7 @@ def rehearse(stack: Stack) -> None:
     missing = [name for name in SERVICE_ORDER if name != "s3" and stack.running(name) is None]
     if missing:
         raise StackError(f"not running: {', '.join(missing)}; start the sandbox first: python -m infra.local.stack up")
-    stack.job("rehearsal", [PYTHON, "-m", "infra.rehearsal"])
+    stack.job("rehearsal", [PYTHON, "-m", "infra.ops.rehearsal"])
 
 
 def down(stack: Stack) -> None:

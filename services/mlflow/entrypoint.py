@@ -20,23 +20,32 @@ import sqlalchemy
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from services.common.processes import run_supervised
-from services.common.s3 import bucket_exists, s3_client, wait_for_s3
-from services.common.waiting import DependencyUnavailable, NotReadyYet, wait_for
+from mlops_sandbox.processes import run_supervised
+from mlops_sandbox.s3 import bucket_exists, s3_client, wait_for_s3
+from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, wait_for
 from services.mlflow.settings import TrackingServerSettings
 
 
 def server_command(settings: TrackingServerSettings) -> list[str]:
     return [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", settings.backend_store_uri,
-        "--artifacts-destination", settings.artifacts_destination,
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        settings.backend_store_uri,
+        "--artifacts-destination",
+        settings.artifacts_destination,
         "--serve-artifacts",
-        "--host", settings.host,
-        "--port", str(settings.port),
-        "--workers", str(settings.workers),
-        "--allowed-hosts", settings.allowed_hosts,
-    ]  # fmt: skip
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--workers",
+        str(settings.workers),
+        "--allowed-hosts",
+        settings.allowed_hosts,
+    ]
 
 
 def server_env(settings: TrackingServerSettings) -> dict[str, str]:
@@ -58,7 +67,7 @@ def check_artifact_store(settings: TrackingServerSettings) -> None:
     if not bucket_exists(client, bucket):
         raise DependencyUnavailable(
             f"bucket {bucket!r} does not exist at {endpoint}: create it first "
-            "(python -m infra.create_bucket, or the create-bucket service in compose)"
+            "(python -m infra.ops.create_bucket, or the create-bucket service in compose)"
         )
 
 

@@ -28,12 +28,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
-from services.common.processes import run_supervised
-from services.common.waiting import DependencyUnavailable, NotReadyYet, http_ok, wait_for
+from mlops_sandbox.processes import run_supervised
+from mlops_sandbox.registry import RegistryError, resolve_version
+from mlops_sandbox.tracking import connect
+from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, http_ok, wait_for
 from services.serving.model_store import ModelStore
 from services.serving.settings import ServingSettings
-from training.registry import RegistryError, resolve_version
-from training.tracking import connect
 
 
 def wait_for_version(client: MlflowClient, settings: ServingSettings) -> str:
@@ -56,13 +56,21 @@ def wait_for_version(client: MlflowClient, settings: ServingSettings) -> str:
 
 def serve_command(settings: ServingSettings, model_dir: Path) -> list[str]:
     return [
-        sys.executable, "-m", "mlflow", "models", "serve",
-        "-m", str(model_dir),
-        "--env-manager", settings.env_manager,
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        str(model_dir),
+        "--env-manager",
+        settings.env_manager,
         "--enable-mlserver",
-        "-h", settings.host,
-        "-p", str(settings.http_port),
-    ]  # fmt: skip
+        "-h",
+        settings.host,
+        "-p",
+        str(settings.http_port),
+    ]
 
 
 def serve_env(settings: ServingSettings, version: str) -> dict[str, str]:
@@ -122,11 +130,17 @@ class Follower:
                 current = self.store.current_version()
                 if target != current:
                     took = self.switch(target)
-                    print(f"serving: {self.settings.model_uri} moved to version {target}; now serving it "
-                          f"(was {current}, switched in {took:.2f} s)", flush=True)  # fmt: skip
+                    print(
+                        f"serving: {self.settings.model_uri} moved to version {target}; now serving it "
+                        f"(was {current}, switched in {took:.2f} s)",
+                        flush=True,
+                    )
             except (RegistryError, MlflowException, requests.RequestException, RuntimeError, OSError) as err:
-                print(f"serving: could not follow {self.settings.model_uri}, still serving "
-                      f"{self.store.current_version()}: {err}", flush=True)  # fmt: skip
+                print(
+                    f"serving: could not follow {self.settings.model_uri}, still serving "
+                    f"{self.store.current_version()}: {err}",
+                    flush=True,
+                )
 
 
 def main() -> int:

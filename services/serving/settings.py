@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from training.registry import MODEL_NAME_PATTERN, model_uri
+from mlops_sandbox.registry import MODEL_NAME_PATTERN, model_uri
 
 
 class ServingSettings(BaseSettings):
@@ -30,7 +30,7 @@ class ServingSettings(BaseSettings):
     workers: int = Field(0, ge=0, le=16, validation_alias="MLSERVER_PARALLEL_WORKERS")
     """MLServer inference worker processes; 0 runs inference in the server process itself. 0 by default:
     handing each request to a worker process costs more than this model's forward pass (measured with
-    python -m infra.benchmark.serving on 2 cores: single image at 16 clients 322 -> 910 req/s, batch of 32
+    python -m tools.benchmark.serving on 2 cores: single image at 16 clients 322 -> 910 req/s, batch of 32
     3,749 -> 9,264 images/s, and one worker process (about 550 MiB RSS) fewer)."""
     torch_threads: int = Field(1, ge=1, le=64, validation_alias="OMP_NUM_THREADS")
     """torch's intra-op threads in the server. 1 by default: with 2 threads the forward pass of a batch of

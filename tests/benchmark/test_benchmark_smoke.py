@@ -1,6 +1,6 @@
 """The serving benchmark runs end to end in a few seconds of load and writes its table and chart.
 
-Only a smoke run: the benchmark itself (python -m infra.benchmark.serving) is not part of the test run.
+Only a smoke run: the benchmark itself (python -m tools.benchmark.serving) is not part of the test run.
 """
 
 from __future__ import annotations
@@ -19,17 +19,32 @@ def test_benchmark_writes_a_table(tmp_path: Path, mnist_root: Path) -> None:
     assert shutil.which("wrk"), "wrk is missing: apt-get install wrk (.ci/run installs it)"
     out = tmp_path / "bench"
     done = run_module(
-        "infra.benchmark.serving",
-        "--duration", "1", "--warmup", "0", "--clients", "1", "--batch", "4", "--configs", "a,d",
-        "--train-limit", "500", "--profile", "--out", str(out),
+        "tools.benchmark.serving",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--clients",
+        "1",
+        "--batch",
+        "4",
+        "--configs",
+        "a,d",
+        "--train-limit",
+        "500",
+        "--profile",
+        "--out",
+        str(out),
         env=module_env(MNIST_ROOT=str(mnist_root)),
         timeout=600,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = (out / "serving-benchmark.md").read_text()
     assert "| (d) ours, as shipped | gRPC | 4 | 1 |" in table, table
     assert "| model forward pass (torch) |" in table, table
     assert sorted(p.name for p in out.glob("profile-*.txt")) == [
-        "profile-REST-batch-1-x16.txt", "profile-REST-batch-4-x1.txt", "profile-gRPC-batch-4-x1.txt"
-    ]  # fmt: skip
+        "profile-REST-batch-1-x16.txt",
+        "profile-REST-batch-4-x1.txt",
+        "profile-gRPC-batch-4-x1.txt",
+    ]
     assert (out / "serving-benchmark.png").stat().st_size > 0

@@ -18,12 +18,12 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 from mlserver.grpc import dataplane_pb2, dataplane_pb2_grpc
 
-from training.v2 import V2Client
+from mlops_sandbox.v2 import V2Client
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = Path(sys.executable).with_name("docker-compose")
 DOCKER = "/usr/bin/docker"
-SMOKE_OVERRIDE = ROOT / "infra" / "docker" / "compose.smoke.yaml"
+SMOKE_OVERRIDE = ROOT / ".ci" / "compose.smoke.yaml"
 MODEL_NAME = "pytorch_simplenn_mnist"
 BASE_IMAGE = "mlops-sandbox-base/python:3.11-bookworm"
 # The tags the smoke test builds, and removes when it is done.
@@ -112,13 +112,18 @@ class ComposeStack:
     def compose(self, *args: str, timeout: float = 1200, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [
             str(COMPOSE),
-            "--project-directory", str(ROOT),
-            "--project-name", self.project,
-            "--env-file", str(self.env_file),
-            "-f", str(ROOT / "compose.yaml"),
-            "-f", str(SMOKE_OVERRIDE),
+            "--project-directory",
+            str(ROOT),
+            "--project-name",
+            self.project,
+            "--env-file",
+            str(self.env_file),
+            "-f",
+            str(ROOT / "compose.yaml"),
+            "-f",
+            str(SMOKE_OVERRIDE),
             *args,
-        ]  # fmt: skip
+        ]
         result = subprocess.run(argv, capture_output=True, text=True, env=compose_env(), timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(

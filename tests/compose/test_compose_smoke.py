@@ -1,11 +1,11 @@
 """The real compose smoke test: build the images, run the stack, train, serve, predict, restart.
 
-    bash infra/docker/smoke.sh           # = .venv/bin/python -m pytest -m docker tests/compose
+    bash .ci/smoke.sh           # = .venv/bin/python -m pytest -m docker tests/compose
 
-1. A Docker engine (installs docker.io and starts dockerd when missing: infra/docker/ensure_dockerd.sh).
-2. A local Python 3.11 base image from debootstrap (infra/docker/build_base_image.sh): nothing can be pulled.
-3. The project's images from the offline wheelhouse (infra/docker/build_wheelhouse.sh, PIP_NO_INDEX=true).
-4. compose.yaml with infra/docker/compose.smoke.yaml, once on SQLite and once with the postgres profile,
+1. A Docker engine (installs docker.io and starts dockerd when missing: .ci/ensure_dockerd.sh).
+2. A local Python 3.11 base image from debootstrap (.ci/build_base_image.sh): nothing can be pulled.
+3. The project's images from the offline wheelhouse (infra/images/build_wheelhouse.sh, PIP_NO_INDEX=true).
+4. compose.yaml with .ci/compose.smoke.yaml, once on SQLite and once with the postgres profile,
    reusing the images. Each run removes its containers and volumes; the images go at the end
    (SMOKE_KEEP_IMAGES=1 keeps them).
 """
@@ -34,20 +34,11 @@ from compose_stack import (
     psql,
 )
 
-from training.data import has_raw_files, load_test_set
+from mlops_sandbox.mnist import load_test_set
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(2700)]
 
 MIN_ACCURACY = 0.85
-
-
-def mnist_dir() -> Path:
-    configured = os.environ.get("MNIST_ROOT")
-    if configured and has_raw_files(Path(configured)):
-        return Path(configured).resolve()
-    shared = ROOT.parent / "shared" / "datasets" / "mnist"
-    assert has_raw_files(shared), f"the smoke test needs an offline MNIST copy: set MNIST_ROOT or provide {shared}"
-    return shared.resolve()
 
 
 def run(argv: list[str], timeout: float) -> str:
@@ -57,17 +48,17 @@ def run(argv: list[str], timeout: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def images(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterator[dict[str, str]]:
     """Steps 1-3, once for both backends; removes at the end the images that it built."""
     lock = open("/tmp/mlops-sandbox-compose-smoke.lock", "w")  # noqa: SIM115 - held for the whole module
     # Another smoke run on this machine uses the same image tags: take turns.
     fcntl.flock(lock, fcntl.LOCK_EX)
     began = time.monotonic()
-    run(["bash", "infra/docker/ensure_dockerd.sh"], timeout=900)
+    run(["bash", ".ci/ensure_dockerd.sh"], timeout=900)
     existed = {name for name in [BASE_IMAGE, *SMOKE_IMAGES.values()] if image_exists(name)}
-    run(["bash", "infra/docker/build_base_image.sh", BASE_IMAGE], timeout=900)
-    run(["bash", "infra/docker/build_wheelhouse.sh"], timeout=1800)
-    builder = ComposeStack("build", tmp_path_factory.mktemp("build"), mnist_dir())
+    run(["bash", ".ci/build_base_image.sh", BASE_IMAGE], timeout=900)
+    run(["bash", "infra/images/build_wheelhouse.sh"], timeout=1800)
+    builder = ComposeStack("build", tmp_path_factory.mktemp("build"), mnist_root)
     builder.set(COMPOSE_PROFILES="postgres")
     builder.compose("build", timeout=2400)
     sizes = {
@@ -133,10 +124,10 @@ def snapshot(stack: ComposeStack) -> dict[str, object]:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_the_compose_stack_trains_serves_and_survives_a_restart(
-    images: dict[str, str], backend: str, tmp_path: Path
+    images: dict[str, str], backend: str, tmp_path: Path, mnist_root: Path
 ) -> None:
-    stack = ComposeStack(backend, tmp_path, mnist_dir())
-    test_images, test_labels = load_test_set(mnist_dir(), download=False, limit=200)
+    stack = ComposeStack(backend, tmp_path, mnist_root)
+    test_images, test_labels = load_test_set(mnist_root, download=False, limit=200)
     x, y = test_images.numpy(), test_labels.numpy()
     try:
         began = time.monotonic()
@@ -187,11 +178,21 @@ def test_the_compose_stack_trains_serves_and_survives_a_restart(
         # The deployment rehearsal, inside the compose network: version 2 is trained and staged, gated
         # through serving-staging, promoted, served by serving, rolled back, and version 1 is served again.
         rehearsal = stack.compose(
-            "run", "--rm", "--no-deps",
-            "-e", "SERVING_URL=http://serving:8080", "-e", "SERVING_STAGING_URL=http://serving-staging:8080",
-            "training", "python", "-m", "infra.rehearsal", "-n", "500",
+            "run",
+            "--rm",
+            "--no-deps",
+            "-e",
+            "SERVING_URL=http://serving:8080",
+            "-e",
+            "SERVING_STAGING_URL=http://serving-staging:8080",
+            "training",
+            "python",
+            "-m",
+            "infra.ops.rehearsal",
+            "-n",
+            "500",
             timeout=900,
-        )  # fmt: skip
+        )
         assert "rehearsal passed" in rehearsal.stdout, rehearsal.stdout + rehearsal.stderr
         assert client.get_model_version_by_alias(MODEL_NAME, "production").version == "1"
         assert client.get_model_version(MODEL_NAME, "2").tags["gate.outcome"] == "promoted"

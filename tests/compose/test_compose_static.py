@@ -18,7 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
-SMOKE_OVERRIDE = ROOT / "infra" / "docker" / "compose.smoke.yaml"
+SMOKE_OVERRIDE = ROOT / ".ci" / "compose.smoke.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 COMPOSE = Path(sys.executable).with_name("docker-compose")
 # Variables that compose.yaml may read without listing them in .env.example: none.

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.ports import free_port
 from tests.support import module_env, run_module, server
+from tools.ports import free_port
 
 MODEL = "pytorch_simplenn_mnist"
 
@@ -58,8 +58,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
         MLFLOW_PORT=str(mlflow_port),
     )
     with ExitStack() as running:
-        running.enter_context(server("s3", "infra.s3_server", server_env, root, s3_endpoint, any_answer=True))
-        bucket = run_module("infra.create_bucket", env=server_env)
+        running.enter_context(server("s3", "services.s3.entrypoint", server_env, root, s3_endpoint, any_answer=True))
+        bucket = run_module("infra.ops.create_bucket", env=server_env)
         assert bucket.returncode == 0, bucket.stderr
         running.enter_context(
             server("mlflow", "services.mlflow.entrypoint", server_env, root, f"{tracking_uri}/health")
@@ -69,12 +69,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
         result_file = root / "training.json"
         trained = run_module(
             "training.train",
-            "--train-limit", "6000", "--epochs", "1", "--output-json", str(result_file),
+            "--train-limit",
+            "6000",
+            "--epochs",
+            "1",
+            "--output-json",
+            str(result_file),
             env=client_env,
-        )  # fmt: skip
+        )
         assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
         version = json.loads(result_file.read_text())["version"]
-        promoted = run_module("training.registry_cli", "promote", version, "--to", "production", env=client_env)
+        promoted = run_module("infra.ops.registry", "promote", version, "--to", "production", env=client_env)
         assert promoted.returncode == 0, promoted.stderr
 
         stack = Stack(

@@ -13,12 +13,12 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from mlops_sandbox import registry
+from mlops_sandbox.gate import served_version, wait_until_served
+from mlops_sandbox.mnist import load_test_set
+from mlops_sandbox.v2 import infer_payload
 from tests.e2e.conftest import MODEL, Stack
 from tests.support import run_module
-from training import registry
-from training.data import load_test_set
-from training.gate import served_version, wait_until_served
-from training.v2 import infer_payload
 
 pytestmark = pytest.mark.e2e
 
@@ -69,8 +69,16 @@ class LoadGenerator:
 
 @pytest.fixture(scope="module")
 def second_version(stack: Stack, mnist_root: Path) -> str:
-    trained = run_module("training.train", "--train-limit", "3000", "--epochs", "1", "--alias", "staging",
-                         env=stack.client_env(MNIST_ROOT=str(mnist_root)))  # fmt: skip
+    trained = run_module(
+        "training.train",
+        "--train-limit",
+        "3000",
+        "--epochs",
+        "1",
+        "--alias",
+        "staging",
+        env=stack.client_env(MNIST_ROOT=str(mnist_root)),
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     return registry.resolve_version(MlflowClient(stack.tracking_uri), MODEL, "@staging")
 
@@ -114,8 +122,9 @@ def test_served_version_is_visible_in_response_metadata_and_metrics(stack: Stack
     images, _ = load_test_set(mnist_root, download=False, limit=1)
     current = registry.resolve_version(MlflowClient(stack.tracking_uri), MODEL, "@production")
     wait_until_served(stack.serving_url, MODEL, current, timeout=RELOAD_WINDOW)
-    body = requests.post(f"{stack.serving_url}/v2/models/{MODEL}/infer", json=infer_payload(images.numpy()),
-                         timeout=30).json()  # fmt: skip
+    body = requests.post(
+        f"{stack.serving_url}/v2/models/{MODEL}/infer", json=infer_payload(images.numpy()), timeout=30
+    ).json()
     assert body["model_version"] == current
     assert served_version(stack.serving_url, MODEL) == current
     metrics = requests.get(stack.metrics_url, timeout=10).text

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from infra.ports import free_port
+from mlops_sandbox import registry
 from tests.e2e.conftest import MODEL, Stack
 from tests.support import run_module, server
-from training import registry
+from tools.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -19,14 +19,19 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def staging_url(stack: Stack) -> Iterator[str]:
     port = free_port()
-    env = stack.serving_env(SERVING_MODEL_REF="@staging", MLSERVER_HTTP_PORT=str(port),
-                            MLSERVER_GRPC_PORT=str(free_port()), MLSERVER_METRICS_PORT=str(free_port()))  # fmt: skip
+    env = stack.serving_env(
+        SERVING_MODEL_REF="@staging",
+        MLSERVER_HTTP_PORT=str(port),
+        MLSERVER_GRPC_PORT=str(free_port()),
+        MLSERVER_METRICS_PORT=str(free_port()),
+    )
     client = MlflowClient(stack.tracking_uri)
     if "staging" not in client.get_registered_model(MODEL).aliases:
         registry.promote(client, MODEL, stack.version, "staging")
     url = f"http://127.0.0.1:{port}"
-    with server("serving-staging", "services.serving.entrypoint", env, stack.root, f"{url}/v2/models/{MODEL}/ready",
-                timeout=180):  # fmt: skip
+    with server(
+        "serving-staging", "services.serving.entrypoint", env, stack.root, f"{url}/v2/models/{MODEL}/ready", timeout=180
+    ):
         yield url
 
 
@@ -40,8 +45,9 @@ def test_a_worse_candidate_is_rejected_and_production_is_unchanged(
     candidate = max(int(v.version) for v in client.search_model_versions(f"name = '{MODEL}'"))
     production_before = registry.resolve_version(client, MODEL, "@production")
 
-    gated = run_module("training.registry_cli", "promote", str(candidate), "--to", "production", "--gate",
-                       "-n", "1000", env=env)  # fmt: skip
+    gated = run_module(
+        "infra.ops.registry", "promote", str(candidate), "--to", "production", "--gate", "-n", "1000", env=env
+    )
     assert gated.returncode == 1, gated.stdout + gated.stderr
     assert f"gate rejected version {candidate}" in gated.stderr and "stays @staging" in gated.stderr
 
@@ -59,8 +65,9 @@ def test_a_candidate_as_good_as_production_is_promoted(stack: Stack, staging_url
     production = registry.resolve_version(client, MODEL, "@production")
     env = stack.client_env(MNIST_ROOT=str(mnist_root), SERVING_URL=stack.serving_url, SERVING_STAGING_URL=staging_url)
     # The same version as production is, by definition, not worse than production.
-    gated = run_module("training.registry_cli", "promote", production, "--to", "production", "--gate", "-n", "500",
-                       env=env)  # fmt: skip
+    gated = run_module(
+        "infra.ops.registry", "promote", production, "--to", "production", "--gate", "-n", "500", env=env
+    )
     assert gated.returncode == 0, gated.stdout + gated.stderr
     assert "gate passed" in gated.stdout
     assert client.get_model_version(MODEL, production).tags["gate.outcome"] == "promoted"

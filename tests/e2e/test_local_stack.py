@@ -8,16 +8,24 @@ from pathlib import Path
 import pytest
 import requests
 
-from infra.ports import free_port
-from services.common.processes import group_alive
+from mlops_sandbox.processes import group_alive
 from tests.support import module_env, run_module
+from tools.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
 
 def test_up_down_up_serves_the_next_version_and_down_stops_everything(tmp_path: Path, mnist_root: Path) -> None:
-    names = ("S3_PORT", "MLFLOW_PORT", "MLSERVER_HTTP_PORT", "MLSERVER_GRPC_PORT", "MLSERVER_METRICS_PORT",
-             "STAGING_HTTP_PORT", "STAGING_GRPC_PORT", "STAGING_METRICS_PORT")  # fmt: skip
+    names = (
+        "S3_PORT",
+        "MLFLOW_PORT",
+        "MLSERVER_HTTP_PORT",
+        "MLSERVER_GRPC_PORT",
+        "MLSERVER_METRICS_PORT",
+        "STAGING_HTTP_PORT",
+        "STAGING_GRPC_PORT",
+        "STAGING_METRICS_PORT",
+    )
     ports = {name: free_port() for name in names}
     env = module_env(
         SANDBOX_DIR=str(tmp_path / "sandbox"),
@@ -62,13 +70,20 @@ def test_up_down_up_serves_the_next_version_and_down_stops_everything(tmp_path: 
 
         rehearsal = run_module("infra.local.stack", "rehearse", env=env)
         assert rehearsal.returncode == 0, rehearsal.stdout[-4000:] + rehearsal.stderr[-4000:]
-        for step in ("train and stage", "smoke-test staging", "gate, then promote", "verify production",
-                     "roll back", "verify production again"):  # fmt: skip
+        for step in (
+            "train and stage",
+            "smoke-test staging",
+            "gate, then promote",
+            "verify production",
+            "roll back",
+            "verify production again",
+        ):
             assert any(step in line and " ok " in line for line in rehearsal.stdout.splitlines()), step
         assert "rehearsal passed" in rehearsal.stdout
 
-        listing = run_module("training.registry_cli", "list",
-                             env=dict(env, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{ports['MLFLOW_PORT']}"))  # fmt: skip
+        listing = run_module(
+            "infra.ops.registry", "list", env=dict(env, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{ports['MLFLOW_PORT']}")
+        )
         rows = [line.split()[:2] for line in listing.stdout.splitlines()[1:]]
         # The rehearsal staged version 3, promoted it over 2, and rolled back to 2.
         assert rows == [["3", "Archived"], ["2", "Production"], ["1", "Archived"]]

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import requests
 
-from infra.ports import free_port
-from services.common.s3 import s3_client
+from mlops_sandbox.mnist import load_test_set
+from mlops_sandbox.s3 import s3_client
+from mlops_sandbox.v2 import V2Client, infer_payload
 from tests.e2e.conftest import MODEL, Stack
 from tests.support import PROJECT_ROOT, PYTHON, assert_sigterm_stops_supervised_group, run_module
-from training.data import load_test_set
-from training.v2 import V2Client, infer_payload
+from tools.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -43,12 +43,14 @@ def test_served_model_predicts_real_digits(stack: Stack, test_images: tuple[np.n
 
 def test_predict_cli_reports_accuracy_and_enforces_the_threshold(stack: Stack, mnist_root: Path) -> None:
     env = stack.client_env(MNIST_ROOT=str(mnist_root))
-    ok = run_module("training.predict", "--serving-url", stack.serving_url, "-n", "500", "--min-accuracy", "0.85",
-                    env=env)  # fmt: skip
+    ok = run_module(
+        "infra.ops.predict", "--serving-url", stack.serving_url, "-n", "500", "--min-accuracy", "0.85", env=env
+    )
     assert ok.returncode == 0, ok.stderr
     assert "accuracy 0.9" in ok.stdout and "p99" in ok.stdout and f"served version {stack.version}" in ok.stdout
-    strict = run_module("training.predict", "--serving-url", stack.serving_url, "-n", "500", "--min-accuracy", "0.9999",
-                        env=env)  # fmt: skip
+    strict = run_module(
+        "infra.ops.predict", "--serving-url", stack.serving_url, "-n", "500", "--min-accuracy", "0.9999", env=env
+    )
     assert strict.returncode == 1 and "below the required" in strict.stderr
 
 
@@ -78,8 +80,9 @@ def test_tutorial_load_snippet_and_every_uri_form(stack: Stack, mnist_root: Path
         for uri in ["models:/{MODEL}@production", "models:/{MODEL}/Production", "runs:/{run_id}/model"]:
             print(uri, accuracy(mlflow.pytorch.load_model(uri)))
     """)
-    done = subprocess.run([PYTHON, "-c", script], env=stack.client_env(), cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [PYTHON, "-c", script], env=stack.client_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 4
@@ -141,8 +144,9 @@ def test_tracking_server_accepts_the_compose_host_name_and_refuses_others(stack:
 
 
 def test_serving_waits_boundedly_for_a_missing_model_and_names_it(stack: Stack) -> None:
-    env = stack.serving_env(SERVING_MODEL_REF="@no-such-alias", SERVING_REGISTRY_WAIT_SECONDS="3",
-                            MLSERVER_HTTP_PORT=str(free_port()))  # fmt: skip
+    env = stack.serving_env(
+        SERVING_MODEL_REF="@no-such-alias", SERVING_REGISTRY_WAIT_SECONDS="3", MLSERVER_HTTP_PORT=str(free_port())
+    )
     began = time.monotonic()
     done = run_module("services.serving.entrypoint", env=env, timeout=120)
     assert done.returncode == 1
@@ -152,11 +156,20 @@ def test_serving_waits_boundedly_for_a_missing_model_and_names_it(stack: Stack) 
 
 def test_sigterm_stops_the_whole_serving_process_group(stack: Stack) -> None:
     http_port = free_port()
-    env = stack.serving_env(MLSERVER_HTTP_PORT=str(http_port), MLSERVER_GRPC_PORT=str(free_port()),
-                            MLSERVER_METRICS_PORT=str(free_port()), SERVING_MODEL_REF=stack.version)  # fmt: skip
+    env = stack.serving_env(
+        MLSERVER_HTTP_PORT=str(http_port),
+        MLSERVER_GRPC_PORT=str(free_port()),
+        MLSERVER_METRICS_PORT=str(free_port()),
+        SERVING_MODEL_REF=stack.version,
+    )
     log = open(stack.root / "serving-sigterm.log", "wb")
-    proc = subprocess.Popen([PYTHON, "-m", "services.serving.entrypoint"], env=env, cwd=str(PROJECT_ROOT),
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "services.serving.entrypoint"],
+        env=env,
+        cwd=str(PROJECT_ROOT),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         ready = f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/ready"
         deadline = time.monotonic() + 180

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from infra.postgres.throwaway import PostgresServer, throwaway_postgres
+from tools.postgres.throwaway import PostgresServer, throwaway_postgres
 
 
 @pytest.fixture(scope="session")

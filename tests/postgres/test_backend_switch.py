@@ -11,10 +11,10 @@ import mlflow
 import pytest
 import sqlalchemy
 
-from infra.ports import free_port
-from infra.postgres.throwaway import PostgresServer
-from services.common.processes import group_alive
+from mlops_sandbox.processes import group_alive
 from tests.support import module_env, run_module, server
+from tools.ports import free_port
+from tools.postgres.throwaway import PostgresServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 

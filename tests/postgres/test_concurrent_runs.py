@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from infra.ports import free_port
 from tests.support import PROJECT_ROOT, PYTHON, module_env, server
+from tools.ports import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
@@ -21,8 +21,20 @@ JOBS = 8
 MODEL = "concurrent_mnist"
 EPOCHS = 2
 # Small jobs (the machine has 2 cores), but chatty: the batch loss is logged at every step.
-TRAIN_ARGS = ("--train-limit", "1000", "--epochs", str(EPOCHS), "--hidden-sizes", "32", "--log-every-steps", "1",
-              "--alias", "none", "--model-name", MODEL)  # fmt: skip
+TRAIN_ARGS = (
+    "--train-limit",
+    "1000",
+    "--epochs",
+    str(EPOCHS),
+    "--hidden-sizes",
+    "32",
+    "--log-every-steps",
+    "1",
+    "--alias",
+    "none",
+    "--model-name",
+    MODEL,
+)
 
 
 def expected_points(params: dict[str, str]) -> int:
@@ -48,8 +60,16 @@ def test_eight_jobs_at_once_lose_nothing(
         jobs = []
         for index in range(JOBS):
             log = open(tmp_path / f"job-{index}.log", "wb")  # noqa: SIM115 - closed below
-            argv = [PYTHON, "-m", "training.train", *TRAIN_ARGS, "--seed", str(index),
-                    "--output-json", str(tmp_path / f"job-{index}.json")]  # fmt: skip
+            argv = [
+                PYTHON,
+                "-m",
+                "training.train",
+                *TRAIN_ARGS,
+                "--seed",
+                str(index),
+                "--output-json",
+                str(tmp_path / f"job-{index}.json"),
+            ]
             jobs.append((subprocess.Popen(argv, env=job_env, cwd=PROJECT_ROOT, stdout=log, stderr=log), log))
         try:
             codes = [proc.wait(timeout=900) for proc, _ in jobs]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from infra.ports import free_port
 from tests.support import module_env, run_module
+from tools.ports import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
@@ -17,8 +17,10 @@ pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 def test_local_stack_up_keeps_runs_and_registry_in_postgres(
     tmp_path: Path, mnist_root: Path, postgres_uri: str
 ) -> None:
-    ports = {name: free_port() for name in ("MLFLOW_PORT", "MLSERVER_HTTP_PORT", "MLSERVER_GRPC_PORT",
-                                            "MLSERVER_METRICS_PORT")}  # fmt: skip
+    ports = {
+        name: free_port()
+        for name in ("MLFLOW_PORT", "MLSERVER_HTTP_PORT", "MLSERVER_GRPC_PORT", "MLSERVER_METRICS_PORT")
+    }
     sandbox = tmp_path / "sandbox"
     env = module_env(
         MLFLOW_BACKEND_STORE_URI=postgres_uri,

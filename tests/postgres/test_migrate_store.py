@@ -1,4 +1,4 @@
-"""`python -m infra.migrate_store` on a store made by real training runs: three versions, aliases, stages,
+"""`python -m infra.ops.migrate_store` on a store made by real training runs: three versions, aliases, stages,
 a promotion and a rollback. The copy must verify all equal, and MLflow on PostgreSQL must show the same
 runs, metric histories, lineage and registry as MLflow on the SQLite original, with artifacts still
 loadable from where they were."""
@@ -20,8 +20,8 @@ import pytest
 import sqlalchemy
 from mlflow import MlflowClient
 
-from infra.ports import free_port
 from tests.support import module_env, run_module, server
+from tools.ports import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
@@ -62,7 +62,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
             assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
             run_ids.append(json.loads(out.read_text())["run_id"])
         for step in (("promote", "1", "--to", "production"), ("promote", "2", "--to", "production"), ("rollback",)):
-            done = run_module("training.registry_cli", *step, env=client_env)
+            done = run_module("infra.ops.registry", *step, env=client_env)
             assert done.returncode == 0, done.stderr
         client = MlflowClient(url)
         experiment = client.get_run(run_ids[0]).info.experiment_id
@@ -72,7 +72,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
 
 
 def migrate(store: Store, target: str, *args: str) -> Any:
-    return run_module("infra.migrate_store", "--source", store.uri, "--target", target, *args, env=module_env())
+    return run_module("infra.ops.migrate_store", "--source", store.uri, "--target", target, *args, env=module_env())
 
 
 def snapshot(client: MlflowClient, run_ids: list[str]) -> dict[str, Any]:
@@ -217,7 +217,7 @@ def test_refuses_a_source_at_another_schema_revision(store: Store, postgres_uri:
         conn.execute("UPDATE alembic_version SET version_num = '0584bdc529eb'")
     conn.close()
     result = run_module(
-        "infra.migrate_store", "--source", f"sqlite:///{old}", "--target", postgres_uri, env=module_env()
+        "infra.ops.migrate_store", "--source", f"sqlite:///{old}", "--target", postgres_uri, env=module_env()
     )
     assert result.returncode == 2
     assert "schema revision 0584bdc529eb" in result.stderr and f"mlflow db upgrade sqlite:///{old}" in result.stderr

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infra.benchmark.profile import event_loop_samples, stage_of
+from tools.benchmark.profile import event_loop_samples, stage_of
 
 LOOP = "<module> (mlserver:6);run (asyncio/runners.py:190);Runner.run (asyncio/runners.py:118)"
 HANDLER = f"{LOOP};RequestResponseCycle.run_asgi (uvicorn/protocols/http/httptools_impl.py:411)"

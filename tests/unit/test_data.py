@@ -6,7 +6,9 @@ import pytest
 import torch
 from torchvision import datasets
 
-from training.data import MnistUnavailable, load_mnist, resolve_root
+from mlops_sandbox.mnist import MnistUnavailable
+from mlops_sandbox.settings import MnistSettings
+from training.data import load_mnist
 
 
 def test_missing_files_without_download_name_the_variable_and_files(tmp_path: Path) -> None:
@@ -36,8 +38,11 @@ def test_training_cli_exits_nonzero_with_one_clear_message(tmp_path: Path, monke
     assert err.startswith("error: MNIST is not available") and "MNIST_ROOT" in err
 
 
-def test_explicit_root_wins(tmp_path: Path) -> None:
-    assert resolve_root(tmp_path) == tmp_path
+def test_the_root_is_mnist_root_or_data_mnist_and_never_a_folder_of_some_machine(monkeypatch) -> None:
+    monkeypatch.delenv("MNIST_ROOT", raising=False)
+    assert MnistSettings().mnist_root == Path("data/mnist")
+    monkeypatch.setenv("MNIST_ROOT", "/srv/mnist")
+    assert MnistSettings().mnist_root == Path("/srv/mnist")
 
 
 def test_splits_follow_the_input_contract_and_the_seed(mnist_root: Path) -> None:

@@ -8,7 +8,7 @@ import sys
 import textwrap
 import time
 
-from services.common.processes import group_alive, start_group, stop_group
+from mlops_sandbox.processes import group_alive, start_group, stop_group
 from tests.support import assert_sigterm_stops_supervised_group
 
 # A parent that starts a child and does not pass signals on, like `mlflow models serve` with MLServer.
@@ -39,7 +39,7 @@ def test_stop_group_kills_what_ignores_sigterm_after_the_grace_period() -> None:
 def test_supervised_entrypoint_stops_its_whole_group_on_sigterm() -> None:
     supervisor = textwrap.dedent(f"""
         import sys
-        from services.common.processes import run_supervised
+        from mlops_sandbox.processes import run_supervised
         sys.exit(run_supervised([sys.executable, "-c", {PARENT!r}], env={{}}, grace=5, name="test"))
     """)
     proc = subprocess.Popen([sys.executable, "-c", supervisor], stdout=subprocess.PIPE, text=True)

@@ -8,8 +8,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from training import registry
-from training.registry_cli import main as cli
+from infra.ops.registry import main as cli
+from mlops_sandbox import registry
 
 NAME = "pytorch_simplenn_mnist"
 

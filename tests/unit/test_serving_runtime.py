@@ -36,8 +36,9 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
     )
-    mlflow.pytorch.save_model(for_serving(build_model((64,), 0.1, seed=1)), str(path), signature=signature,
-                              pip_requirements=[])  # fmt: skip
+    mlflow.pytorch.save_model(
+        for_serving(build_model((64,), 0.1, seed=1)), str(path), signature=signature, pip_requirements=[]
+    )
     return path
 
 

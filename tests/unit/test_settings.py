@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -42,7 +44,7 @@ def test_empty_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MNIST_ROOT", "")
     monkeypatch.setenv("TRAIN_LIMIT", "")
     settings = TrainingSettings()
-    assert settings.mnist_root is None and settings.train_limit is None
+    assert settings.mnist_root == Path("data/mnist") and settings.train_limit is None
 
 
 def test_serving_settings(monkeypatch: pytest.MonkeyPatch) -> None:

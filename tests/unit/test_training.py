@@ -52,7 +52,7 @@ def test_a_run_logs_everything_and_registers_a_version(store: str) -> None:
 
 
 def test_the_logged_model_takes_raw_pixels_for_any_batch(store: str, mnist_root: Path) -> None:
-    from training.data import load_test_set
+    from mlops_sandbox.mnist import load_test_set
 
     result = train(store)
     mlflow.set_tracking_uri(store)

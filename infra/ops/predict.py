@@ -1,8 +1,8 @@
 """Load a registered model and measure its accuracy on MNIST test images, in-process or over REST.
 
-    python -m training.predict                              # models:/pytorch_simplenn_mnist/1, in-process
-    python -m training.predict --model-ref @production -n 10000
-    python -m training.predict --serving-url http://127.0.0.1:8080 -n 10000 --min-accuracy 0.975
+    python -m infra.ops.predict                              # models:/pytorch_simplenn_mnist/1, in-process
+    python -m infra.ops.predict --model-ref @production -n 10000
+    python -m infra.ops.predict --serving-url http://127.0.0.1:8080 -n 10000 --min-accuracy 0.975
 
 In-process, it loads the model exactly as the tutorial does with mlflow.pytorch.load_model. With a
 serving URL, it sends V2 inference requests over REST and also reports latency percentiles.
@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from services.common.waiting import DependencyUnavailable, wait_for_http
-from training.data import MnistUnavailable, load_test_set, resolve_root
-from training.registry import RegistryError, model_uri
-from training.settings import MnistSettings
-from training.tracking import connect
-from training.v2 import InferenceError, V2Client
+from mlops_sandbox.mnist import MnistUnavailable, load_test_set
+from mlops_sandbox.registry import RegistryError, model_uri
+from mlops_sandbox.settings import MnistSettings
+from mlops_sandbox.tracking import connect
+from mlops_sandbox.v2 import InferenceError, V2Client
+from mlops_sandbox.waiting import DependencyUnavailable, wait_for_http
 
 
 def load_registered_model(model_name: str, model_version: int | str) -> torch.nn.Module:
@@ -74,7 +74,7 @@ def evaluate_served(client: V2Client, images: np.ndarray, labels: np.ndarray, ba
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m training.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m infra.ops.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--model-ref", default="1", help="version (1), alias (@production) or stage (Production); default 1"
@@ -98,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = MnistSettings()
-        images, labels = load_test_set(
-            resolve_root(settings.mnist_root), download=settings.mnist_download, limit=args.images
-        )
+        images, labels = load_test_set(settings.mnist_root, download=settings.mnist_download, limit=args.images)
         if args.serving_url:
             client = V2Client(args.serving_url, args.served_model or settings.model_name)
             wait_for_http(client.ready_url, service="model server", timeout=args.wait_seconds)

@@ -14,8 +14,8 @@ import numpy as np
 import requests
 from mlflow.tracking import MlflowClient
 
-from training import registry
-from training.v2 import InferenceError, V2Client
+from mlops_sandbox import registry
+from mlops_sandbox.v2 import InferenceError, V2Client
 
 SERVE_WAIT_SECONDS = 60.0
 
@@ -100,8 +100,9 @@ def gate_and_promote(
     candidate_accuracy = endpoint_accuracy(staging_url, name, candidate, images, labels)
     production = _alias_target(client, name, "production")
     if production is None:
-        decision = GateDecision(candidate, candidate_accuracy, None, None, tolerance, len(images), True,
-                                "no production version yet")  # fmt: skip
+        decision = GateDecision(
+            candidate, candidate_accuracy, None, None, tolerance, len(images), True, "no production version yet"
+        )
     else:
         production_accuracy = endpoint_accuracy(production_url, name, production, images, labels)
         passed = candidate_accuracy >= production_accuracy - tolerance
@@ -110,8 +111,9 @@ def gate_and_promote(
             f"candidate accuracy {candidate_accuracy:.4f} {comparison} production (version {production}) "
             f"{production_accuracy:.4f} - tolerance {tolerance:g} on {len(images)} test images"
         )
-        decision = GateDecision(candidate, candidate_accuracy, production, production_accuracy, tolerance,
-                                len(images), passed, reason)  # fmt: skip
+        decision = GateDecision(
+            candidate, candidate_accuracy, production, production_accuracy, tolerance, len(images), passed, reason
+        )
     for key, value in decision.tags().items():
         client.set_model_version_tag(name, candidate, key, value)
     if decision.promoted:

@@ -5,21 +5,9 @@
 set -eu
 
 if [ "${TRAIN_ONLY_IF_MISSING:-false}" = true ]; then
-  if python - <<'PY'
-import sys
-
-from services.serving.settings import ServingSettings
-from training.registry import RegistryError, resolve_version
-from training.tracking import connect
-
-settings = ServingSettings()
-try:
-    version = resolve_version(connect(settings.tracking_uri), settings.model_name, settings.model_ref)
-except RegistryError:
-    sys.exit(1)
-print(f"{settings.model_uri} is version {version}: not retraining (TRAIN_ONLY_IF_MISSING=true)")
-PY
-  then
+  ref=${SERVING_MODEL_REF:-@production}
+  if version=$(python -m infra.ops.registry resolve "$ref" 2>/dev/null); then
+    echo "$ref is version $version: not retraining (TRAIN_ONLY_IF_MISSING=true)"
     exit 0
   fi
 fi
@@ -27,4 +15,4 @@ fi
 result=$(mktemp)
 python -m training.train --output-json "$result"
 version=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["version"])' "$result")
-exec python -m training.registry_cli promote "$version" --to production
+exec python -m infra.ops.registry promote "$version" --to production

@@ -1,6 +1,6 @@
 """Copy a SQLite-backed MLflow store into an empty PostgreSQL-backed one, then verify the copy.
 
-    python -m infra.migrate_store --source sqlite:///.sandbox/mlflow.db \\
+    python -m infra.ops.migrate_store --source sqlite:///.sandbox/mlflow.db \\
         --target postgresql+psycopg2://mlflow:PASSWORD@127.0.0.1:5432/mlflow [--dry-run] [--force]
 
 MLflow ships no such tool. This one copies every table of MLflow's schema as it is, primary keys
@@ -155,8 +155,10 @@ def verify(source: Engine, target: Engine) -> list[TableReport]:
 
 def format_report(reports: list[TableReport]) -> str:
     width = max(len(r.table) for r in reports)
-    lines = [f"{'table':<{width}}  {'source rows':>11}  {'target rows':>11}  {'source checksum':<16}  "
-             f"{'target checksum':<16}  result"]  # fmt: skip
+    lines = [
+        f"{'table':<{width}}  {'source rows':>11}  {'target rows':>11}  {'source checksum':<16}  "
+        f"{'target checksum':<16}  result"
+    ]
     for r in reports:
         lines.append(
             f"{r.table:<{width}}  {r.source_rows:>11}  {r.target_rows:>11}  {r.source_checksum[:16]:<16}  "
@@ -304,7 +306,9 @@ def report(source: Engine, target: Engine) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m infra.migrate_store", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m infra.ops.migrate_store",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--source", required=True, help="the store to copy, e.g. sqlite:///.sandbox/mlflow.db")
     parser.add_argument("--target", required=True, help="an empty PostgreSQL database: postgresql+psycopg2://...")

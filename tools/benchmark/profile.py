@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.benchmark.load import Measurement
+from tools.benchmark.load import Measurement
 
 SAMPLE_RATE = 50  # samples per second: at 250, pausing for samples halved the server's throughput
 EVENT_LOOP_FRAME = "(asyncio/runners.py"
@@ -45,12 +45,12 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
             "ResponseConverter",
             "RequestResponseCycle.send",
         ),
-    ),  # fmt: skip
+    ),
     ("Prometheus metrics", ("prometheus_client", "get_matching_route_path")),
     (
         "HTTP/gRPC plumbing (uvicorn, Starlette, FastAPI, grpc.aio, MLServer)",
         ("run_asgi", "data_received", "InferenceServicer", "handle_mlserver_error", "PromServerInterceptor"),
-    ),  # fmt: skip
+    ),
     ("event loop, native I/O (uvloop, gRPC C core) and the rest", ("",)),
 ]
 
@@ -111,8 +111,20 @@ def profiled(pid: int, case: str, seconds: float, run: Callable[..., Measurement
     if executable is None:
         raise RuntimeError("py-spy is not installed (pip install py-spy)")
     raw_path = out / f"profile-{case.replace(' ', '-')}.txt"
-    argv = [executable, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
-            "--rate", str(SAMPLE_RATE), "--format", "raw", "--output", str(raw_path)]  # fmt: skip
+    argv = [
+        executable,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, round(seconds))),
+        "--rate",
+        str(SAMPLE_RATE),
+        "--format",
+        "raw",
+        "--output",
+        str(raw_path),
+    ]
     recorder = threading.Thread(target=subprocess.run, args=(argv,), kwargs={"capture_output": True, "timeout": 120})
     cpu = thread_cpu_seconds(pid)
     recorder.start()
@@ -128,12 +140,20 @@ def markdown(profiles: list[Profile]) -> str:
     """CPU microseconds of the event loop per request, by stage, one column per profiled case."""
     if not profiles:
         return ""
-    lines = ["| stage | " + " | ".join(f"{p.case} (us/request)" for p in profiles) + " |",
-             "|---|" + "--:|" * len(profiles)]  # fmt: skip
+    lines = [
+        "| stage | " + " | ".join(f"{p.case} (us/request)" for p in profiles) + " |",
+        "|---|" + "--:|" * len(profiles),
+    ]
     for stage, _ in STAGES:
         cells = [f"{p.microseconds_per_request(stage):,.0f} ({p.share(stage):.0%})" for p in profiles]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-    lines.append("| **event loop CPU per request** | " + " | ".join(
-        f"**{p.microseconds_per_request():,.0f}** ({sum(p.samples.values())} samples, "
-        f"{p.measurement.req_s:,.0f} req/s while profiled)" for p in profiles) + " |")  # fmt: skip
+    lines.append(
+        "| **event loop CPU per request** | "
+        + " | ".join(
+            f"**{p.microseconds_per_request():,.0f}** ({sum(p.samples.values())} samples, "
+            f"{p.measurement.req_s:,.0f} req/s while profiled)"
+            for p in profiles
+        )
+        + " |"
+    )
     return "\n".join(lines) + "\n"

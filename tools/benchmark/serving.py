@@ -1,6 +1,6 @@
 """Serving benchmark: the same registered model, served four ways, measured side by side in one run.
 
-    python -m infra.benchmark.serving [--duration 10] [--out bench-results/]
+    python -m tools.benchmark.serving [--duration 10] [--out bench-results/]
 
     (a) in-process: mlflow.pyfunc.load_model(...).predict(images), no server (the limit)
     (b) stock `mlflow models serve` scoring server
@@ -15,7 +15,7 @@ server and trains the shipped model architecture on a slice of MNIST (MNIST_ROOT
 <out>/serving-benchmark.md and <out>/serving-benchmark.png. Everything runs on loopback and is stopped at the end.
 
 With --profile, (d) is also run once more per profiled case under py-spy, and the table says where the
-server's event loop spends each request's time (infra/benchmark/profile.py).
+server's event loop spends each request's time (tools/benchmark/profile.py).
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ import numpy as np
 import requests
 from mlserver.grpc import dataplane_pb2 as pb
 
-from infra.benchmark import load, profile, servers
-from infra.benchmark.load import Measurement
-from infra.benchmark.profile import Profile
-from infra.benchmark.report import Row, Server, chart, markdown
-from infra.ports import free_port
-from training.v2 import infer_payload
+from mlops_sandbox.v2 import infer_payload
+from tools.benchmark import load, profile, servers
+from tools.benchmark.load import Measurement
+from tools.benchmark.profile import Profile
+from tools.benchmark.report import Row, Server, chart, markdown
+from tools.ports import free_port
 
 MODEL = "pytorch_simplenn_mnist"
 CONFIGS = ("a", "b", "c", "d")
@@ -66,10 +66,25 @@ def throwaway_registry(work: Path, train_limit: int) -> Iterator[tuple[str, str]
     with servers.started("mlflow", argv, env, f"{tracking_uri}/health", work):
         result = work / "training.json"
         trained = subprocess.run(
-            [servers.PYTHON, "-m", "training.train", "--train-limit", str(train_limit), "--epochs", "1",
-             "--alias", "production", "--output-json", str(result)],
-            env=env, cwd=str(servers.PROJECT_ROOT), capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+            [
+                servers.PYTHON,
+                "-m",
+                "training.train",
+                "--train-limit",
+                str(train_limit),
+                "--epochs",
+                "1",
+                "--alias",
+                "production",
+                "--output-json",
+                str(result),
+            ],
+            env=env,
+            cwd=str(servers.PROJECT_ROOT),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if trained.returncode != 0:
             raise RuntimeError(f"training failed:\n{trained.stdout[-2000:]}\n{trained.stderr[-3000:]}")
         yield tracking_uri, json.loads(result.read_text())["version"]
@@ -118,9 +133,12 @@ class Bench:
                     run(batch, clients, self.args.warmup)
                 result = run(batch, clients, self.args.duration)
                 self.rows.append(Row(config, label, protocol, batch, clients, result))
-                print(f"  ({config}) {protocol:4} batch {batch:2} x{clients:2}: {result.req_s:9,.0f} req/s "
-                      f"{result.img_s:10,.0f} img/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
-                      f"errors {result.errors}", flush=True)  # fmt: skip
+                print(
+                    f"  ({config}) {protocol:4} batch {batch:2} x{clients:2}: {result.req_s:9,.0f} req/s "
+                    f"{result.img_s:10,.0f} img/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
+                    f"errors {result.errors}",
+                    flush=True,
+                )
 
     def rest(self, config: str, label: str, url: str, bodies: dict[int, bytes]) -> None:
         for batch, body in bodies.items():
@@ -158,8 +176,11 @@ class Bench:
             case = f"{protocol} batch {batch} x{clients}"
             found = profile.profiled(pid, case, self.args.duration, run, work)
             self.profiles.append(found)
-            print(f"  (d) profiled {case}: {found.measurement.req_s:,.0f} req/s, event loop CPU "
-                  f"{found.cpu_seconds:.1f} s of {found.measurement.seconds:.1f} s", flush=True)  # fmt: skip
+            print(
+                f"  (d) profiled {case}: {found.measurement.req_s:,.0f} req/s, event loop CPU "
+                f"{found.cpu_seconds:.1f} s of {found.measurement.seconds:.1f} s",
+                flush=True,
+            )
 
 
 def run(args: argparse.Namespace, work: Path) -> Bench:
@@ -182,9 +203,11 @@ def run(args: argparse.Namespace, work: Path) -> Bench:
             bench.servers.append(Server("a", label, time.monotonic() - began, None))
             print(f"(a) {label}: loaded in {bench.servers[-1].cold_start_s:.1f} s", flush=True)
             bench.measure(
-                "a", label, "call",
+                "a",
+                label,
+                "call",
                 lambda b, c, s: load.in_process(lambda: model.predict(bench.images[b]), clients=c, seconds=s, batch=b),
-            )  # fmt: skip
+            )
         if "b" in args.configs:
             label = "mlflow models serve"
             with servers.stock_scoring(tracking_uri, model_uri, work) as srv:
@@ -215,9 +238,11 @@ def run(args: argparse.Namespace, work: Path) -> Bench:
 
 def machine() -> str:
     loadavg = os.getloadavg()
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
-            f"Python {platform.python_version()}, load average at the end {loadavg[0]:.2f}")  # fmt: skip
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
+        f"Python {platform.python_version()}, load average at the end {loadavg[0]:.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,13 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = (f"Serving benchmark, {stamp}; {args.duration:g} s per case after {args.warmup:g} s warm-up; "
-              f"closed-loop clients on loopback.\nMachine: {machine()}.")  # fmt: skip
+    header = (
+        f"Serving benchmark, {stamp}; {args.duration:g} s per case after {args.warmup:g} s warm-up; "
+        f"closed-loop clients on loopback.\nMachine: {machine()}."
+    )
     table = args.out / "serving-benchmark.md"
     text = markdown(bench.rows, bench.servers, header)
     if bench.profiles:
-        text += ("\nWhere (d)'s event loop spends each request's CPU time (py-spy, "
-                 f"{profile.SAMPLE_RATE} samples/s; raw stacks in {args.out}/profile-*.txt):\n\n")  # fmt: skip
+        text += (
+            "\nWhere (d)'s event loop spends each request's CPU time (py-spy, "
+            f"{profile.SAMPLE_RATE} samples/s; raw stacks in {args.out}/profile-*.txt):\n\n"
+        )
         text += profile.markdown(bench.profiles)
     table.write_text(text)
     chart(bench.rows, args.out / "serving-benchmark.png", f"Serving benchmark ({stamp})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from services.common.waiting import wait_for_http
+from mlops_sandbox.waiting import wait_for_http
 
 
 def is_server(tracking_uri: str) -> bool:

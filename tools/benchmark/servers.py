@@ -17,8 +17,8 @@ from pathlib import Path
 
 import requests
 
-from infra.ports import free_port
-from services.common.processes import start_group, stop_group
+from mlops_sandbox.processes import start_group, stop_group
+from tools.ports import free_port
 
 PYTHON = sys.executable
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -112,8 +112,21 @@ def started(
 @contextmanager
 def stock_scoring(tracking_uri: str, model_uri: str, log_dir: Path) -> Iterator[Running]:
     port = free_port()
-    argv = [PYTHON, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-            "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    argv = [
+        PYTHON,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     url = f"http://127.0.0.1:{port}"
     with started("stock_scoring", argv, clean_env(tracking_uri), f"{url}/ping", log_dir) as (pgid, cold):
         yield Running(pgid, cold, url, None)
@@ -122,8 +135,22 @@ def stock_scoring(tracking_uri: str, model_uri: str, log_dir: Path) -> Iterator[
 @contextmanager
 def stock_mlserver(tracking_uri: str, model_uri: str, log_dir: Path) -> Iterator[Running]:
     port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    argv = [PYTHON, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-            "--enable-mlserver", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    argv = [
+        PYTHON,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--enable-mlserver",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     # Only the ports are set (MLServer's fixed defaults would collide with other servers); nothing else.
     env = clean_env(tracking_uri, MLSERVER_GRPC_PORT=str(grpc_port), MLSERVER_METRICS_PORT=str(metrics_port))
     url = f"http://127.0.0.1:{port}"

@@ -1,10 +1,11 @@
 """Registry lifecycle commands, against a tracking-server URL or a sqlite:/// URI.
 
-    python -m training.registry_cli list
-    python -m training.registry_cli promote 3 --to staging
-    python -m training.registry_cli promote 3 --to production   # archives the old production version
-    python -m training.registry_cli promote 4 --to production --gate   # only if not worse than production
-    python -m training.registry_cli rollback                    # production back to the version it replaced
+    python -m infra.ops.registry list
+    python -m infra.ops.registry promote 3 --to staging
+    python -m infra.ops.registry promote 3 --to production   # archives the old production version
+    python -m infra.ops.registry promote 4 --to production --gate   # only if not worse than production
+    python -m infra.ops.registry rollback                    # production back to the version it replaced
+    python -m infra.ops.registry resolve @production         # the version it points at; exit 1 if none
 
 MLFLOW_TRACKING_URI and MODEL_NAME are read from the environment; --tracking-uri and --model-name
 override them.
@@ -18,18 +19,18 @@ import sys
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
-from services.common.waiting import DependencyUnavailable
-from training import registry
-from training.data import MnistUnavailable, load_test_set, resolve_root
-from training.gate import gate_and_promote
-from training.settings import EndpointSettings, RegistrySettings
-from training.tracking import connect
-from training.v2 import InferenceError
+from mlops_sandbox import registry
+from mlops_sandbox.gate import gate_and_promote
+from mlops_sandbox.mnist import MnistUnavailable, load_test_set
+from mlops_sandbox.settings import EndpointSettings, RegistrySettings
+from mlops_sandbox.tracking import connect
+from mlops_sandbox.v2 import InferenceError
+from mlops_sandbox.waiting import DependencyUnavailable
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m training.registry_cli",
+        prog="python -m infra.ops.registry",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -53,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     promote.add_argument("--production-url", help="production V2 endpoint (default: SERVING_URL, else :8080)")
     commands.add_parser("rollback", help="return @production to the previous production version")
     commands.add_parser("list", help="a lineage table of every version")
+    resolve = commands.add_parser("resolve", help="print the version a reference points at; exit 1 when none does")
+    resolve.add_argument("ref", help="a version number, @alias or stage")
     return parser.parse_args(argv)
 
 
@@ -62,7 +65,7 @@ def gated_promotion(client: MlflowClient, name: str, version: str, args: argpars
     if not 1 <= args.images <= 10_000 or not 0 <= args.tolerance < 1:
         raise ValueError("--images must be 1 to 10000 and --tolerance between 0 and 1")
     data = EndpointSettings()
-    images, labels = load_test_set(resolve_root(data.mnist_root), download=data.mnist_download, limit=args.images)
+    images, labels = load_test_set(data.mnist_root, download=data.mnist_download, limit=args.images)
     decision = gate_and_promote(
         client,
         name,
@@ -92,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "promote":
             version = registry.resolve_version(client, name, args.version)
             print(registry.promote(client, name, version, args.to).describe())
+        elif args.command == "resolve":
+            print(registry.resolve_version(client, name, args.ref))
         elif args.command == "rollback":
             print(registry.rollback(client, name).describe())
         else:

@@ -1,6 +1,6 @@
 """How many concurrent writers a tracking server's backend store holds: a load test without training.
 
-    python -m infra.postgres.load_test --tracking-uri http://127.0.0.1:5000 --clients 32 --points 100
+    python -m tools.postgres.load_test --tracking-uri http://127.0.0.1:5000 --clients 32 --points 100
 
 Each client creates a run, logs `--points` metric points one request at a time (as a training loop
 does), and registers a model version. It then counts what the server stored and prints: clients,
@@ -30,7 +30,7 @@ def one_client(client: MlflowClient, experiment_id: str, model: str, points: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.postgres.load_test", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.postgres.load_test", description=__doc__)
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--points", type=int, default=100)

@@ -1,6 +1,6 @@
 """Create the artifact bucket named by MLFLOW_ARTIFACTS_DESTINATION; idempotent.
 
-python -m infra.create_bucket
+python -m infra.ops.create_bucket
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import sys
 
 from pydantic import ValidationError
 
-from services.common.s3 import ensure_bucket, s3_client, wait_for_s3
-from services.common.waiting import DependencyUnavailable
-from services.mlflow.settings import TrackingServerSettings
+from mlops_sandbox.s3 import ensure_bucket, s3_client, wait_for_s3
+from mlops_sandbox.settings import ArtifactStoreSettings
+from mlops_sandbox.waiting import DependencyUnavailable
 
 
 def main() -> int:
     try:
-        settings = TrackingServerSettings()
+        settings = ArtifactStoreSettings()
     except ValidationError as err:
         print(f"invalid settings:\n{err}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from infra.benchmark.load import Measurement  # noqa: E402
+from tools.benchmark.load import Measurement  # noqa: E402
 
 LIMIT, STOCK_MLSERVER, OURS = "a", "c", "d"
 
@@ -66,8 +66,11 @@ def goals(rows: list[Row]) -> list[tuple[str, str, float, bool]]:
         out.append(("p99 latency, single image, 16 clients, REST vs (c)", "<= 0.33x", p99, p99 <= 1 / 3))
     for clients in sorted({row.clients for row in rows}):
         case = (max(row.batch for row in rows), clients)
-        best = max((row for row in rows if row.config == OURS and row.case == case), default=None,
-                   key=lambda row: row.result.img_s)  # fmt: skip
+        best = max(
+            (row for row in rows if row.config == OURS and row.case == case),
+            default=None,
+            key=lambda row: row.result.img_s,
+        )
         stock = _find(rows, STOCK_MLSERVER, case)
         if best and stock and case[0] > 1:
             speedup = _ratio(best.result.img_s, stock.result.img_s)
@@ -78,8 +81,10 @@ def goals(rows: list[Row]) -> list[tuple[str, str, float, bool]]:
 
 def markdown(rows: list[Row], servers: list[Server], header: str) -> str:
     lines = [header, ""]
-    lines.append("| config | protocol | batch | clients | req/s | images/s | p50 ms | p99 ms | errors "
-                 "| images/s vs (c) | images/s vs (a) | p99 vs (c) |")  # fmt: skip
+    lines.append(
+        "| config | protocol | batch | clients | req/s | images/s | p50 ms | p99 ms | errors "
+        "| images/s vs (c) | images/s vs (a) | p99 vs (c) |"
+    )
     lines.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for row in sorted(rows, key=lambda r: (r.batch, r.clients, r.config, r.protocol)):
         m = row.result
@@ -102,9 +107,13 @@ def markdown(rows: list[Row], servers: list[Server], header: str) -> str:
             lines.append(f"| {goal} | {target} | {_fmt(value, 2)}x | {'yes' if met else 'NO'} |")
     clients_cpu = [r for r in rows if r.result.client_cpu_per_request_ms is not None]
     if clients_cpu:
-        lines += ["", "gRPC load generator CPU per request (its ceiling is about 1000/this req/s per core): "
-                  + ", ".join(f"batch {r.batch} x{r.clients}: {r.result.client_cpu_per_request_ms:.3f} ms"
-                              for r in clients_cpu)]  # fmt: skip
+        lines += [
+            "",
+            "gRPC load generator CPU per request (its ceiling is about 1000/this req/s per core): "
+            + ", ".join(
+                f"batch {r.batch} x{r.clients}: {r.result.client_cpu_per_request_ms:.3f} ms" for r in clients_cpu
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 

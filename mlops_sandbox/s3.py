@@ -8,7 +8,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from pydantic import SecretStr
 
-from services.common.waiting import DependencyUnavailable, NotReadyYet, wait_for
+from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, wait_for
 
 
 def s3_client(endpoint_url: str | None, access_key: SecretStr | None, secret_key: SecretStr | None) -> BaseClient:

@@ -1,6 +1,6 @@
 """A deployment rehearsal: train, stage, smoke-test, gate, promote, verify, roll back, verify.
 
-    python -m infra.rehearsal [--candidate VERSION] [--tolerance 0.005] [-n 2000]
+    python -m infra.ops.rehearsal [--candidate VERSION] [--tolerance 0.005] [-n 2000]
 
 Runs against the sandbox's tracking server (MLFLOW_TRACKING_URI) and its two endpoints (SERVING_URL for
 @production, SERVING_STAGING_URL for @staging), local stack or compose alike, and prints a timeline
@@ -22,11 +22,11 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from training import registry
-from training.data import load_test_set, resolve_root
-from training.gate import endpoint_accuracy, gate_and_promote, wait_until_served
-from training.settings import EndpointSettings
-from training.tracking import connect
+from mlops_sandbox import registry
+from mlops_sandbox.gate import endpoint_accuracy, gate_and_promote, wait_until_served
+from mlops_sandbox.mnist import load_test_set
+from mlops_sandbox.settings import EndpointSettings
+from mlops_sandbox.tracking import connect
 
 SMOKE_IMAGES = 200
 SMOKE_MIN_ACCURACY = 0.8
@@ -44,24 +44,30 @@ class Timeline:
         except Exception as err:  # a failed step ends the rehearsal and is reported, whatever it was
             detail, ok = f"{type(err).__name__}: {err}", False
         self.steps.append((began_at, name, time.monotonic() - began, ok, detail))
-        print(f"{began_at}  {'ok  ' if ok else 'FAIL'}  {name:<28} {time.monotonic() - began:6.1f} s  {detail}",
-              flush=True)  # fmt: skip
+        print(
+            f"{began_at}  {'ok  ' if ok else 'FAIL'}  {name:<28} {time.monotonic() - began:6.1f} s  {detail}",
+            flush=True,
+        )
         return ok
 
 
 def train_candidate() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
-        done = subprocess.run([sys.executable, "-m", "training.train", "--alias", "staging", "--output-json",
-                               str(result)], capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "training.train", "--alias", "staging", "--output-json", str(result)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"training failed: {done.stderr.strip().splitlines()[-1:]}")
         return str(json.loads(result.read_text())["version"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.rehearsal", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.ops.rehearsal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--candidate", help="rehearse this registered version instead of training a new one")
     parser.add_argument("--tolerance", type=float, default=0.005, help="gate: allowed accuracy drop")
     parser.add_argument("-n", "--images", type=int, default=2_000, help="gate: test images per version")
@@ -71,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     production_url, staging_url = settings.serving_url, settings.staging_url
     client: MlflowClient = connect(settings.tracking_uri, wait_seconds=settings.tracking_wait_seconds)
     name = settings.model_name
-    images, labels = load_test_set(resolve_root(settings.mnist_root), download=settings.mnist_download,
-                                   limit=args.images)  # fmt: skip
+    images, labels = load_test_set(settings.mnist_root, download=settings.mnist_download, limit=args.images)
     x, y = images.numpy(), labels.numpy()
     state: dict[str, str] = {}
     timeline = Timeline()
@@ -93,9 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         return f"staging serves version {state['candidate']}, accuracy {accuracy:.4f} on {SMOKE_IMAGES} images"
 
     def gate() -> str:
-        decision = gate_and_promote(client, name, state["candidate"], staging_url=staging_url,
-                                    production_url=production_url, images=x, labels=y,
-                                    tolerance=args.tolerance)  # fmt: skip
+        decision = gate_and_promote(
+            client,
+            name,
+            state["candidate"],
+            staging_url=staging_url,
+            production_url=production_url,
+            images=x,
+            labels=y,
+            tolerance=args.tolerance,
+        )
         if not decision.promoted:
             raise RuntimeError(f"rejected: {decision.reason}")
         return f"promoted: {decision.reason}"

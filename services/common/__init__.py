@@ -1,1 +1,0 @@
-"""Helpers shared by every entrypoint of the stack: waiting for a dependency, and process groups."""
