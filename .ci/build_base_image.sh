@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build a local stand-in for python:3.11-slim where no registry can be pulled from; idempotent.
-#   bash infra/docker/build_base_image.sh [IMAGE]    # default IMAGE: mlops-sandbox-base/python:3.11-bookworm
+#   bash .ci/build_base_image.sh [IMAGE]    # default IMAGE: mlops-sandbox-base/python:3.11-bookworm
 # Debian bookworm (whose python3 is 3.11) with venv and pip, from debootstrap, loaded with `docker import`.
 # Needs root, debootstrap and a Debian mirror (DEBIAN_MIRROR). Skips the build when IMAGE exists.
 set -euo pipefail

@@ -11,17 +11,19 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import requests
 from mlflow.tracking import MlflowClient
 
 from mlops_sandbox import registry
 from mlops_sandbox.v2 import InferenceError, V2Client
+from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, wait_for
 
 SERVE_WAIT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
 class GateDecision:
+    """The outcome of one gate: both accuracies (fractions of `images` test images), and why."""
+
     candidate: str
     candidate_accuracy: float
     production: str | None
@@ -32,6 +34,7 @@ class GateDecision:
     reason: str
 
     def tags(self) -> dict[str, str]:
+        """The decision as the candidate version's `gate.*` tags in the registry."""
         return {
             "gate.decided_at": registry.now(),
             "gate.outcome": "promoted" if self.promoted else "rejected",
@@ -47,27 +50,27 @@ class GateDecision:
 
 
 def served_version(url: str, model_name: str) -> str | None:
-    """The registry version an endpoint serves now, from its V2 model metadata."""
-    try:
-        response = requests.get(f"{url.rstrip('/')}/v2/models/{model_name}", timeout=10)
-    except requests.RequestException:
-        return None
-    if response.status_code != 200:
-        return None
-    versions = response.json().get("versions") or [None]
-    return versions[0]
+    """The registry version the endpoint at `url` serves now (V2 model metadata); None when it does not answer."""
+    return V2Client(url, model_name).served_version()
 
 
 def wait_until_served(url: str, model_name: str, version: str, timeout: float = SERVE_WAIT_SECONDS) -> float:
-    """Seconds until the endpoint at `url` serves `version`; InferenceError when it does not in time."""
+    """Seconds until the endpoint at `url` serves `version`, polled every 0.2 s.
+
+    Raises InferenceError when it still serves another version after `timeout` seconds.
+    """
+    client = V2Client(url, model_name)
     began = time.monotonic()
-    while time.monotonic() - began < timeout:
-        if served_version(url, model_name) == version:
-            return time.monotonic() - began
-        time.sleep(0.2)
-    raise InferenceError(
-        f"{url} serves version {served_version(url, model_name)} of {model_name}, not {version}, after {timeout:.0f} s"
-    )
+
+    def serves() -> None:
+        if (served := client.served_version()) != version:
+            raise NotReadyYet(f"it serves version {served}")
+
+    try:
+        wait_for(serves, service=f"version {version} of {model_name}", address=url, timeout=timeout, interval=0.2)
+    except DependencyUnavailable as err:
+        raise InferenceError(str(err)) from None
+    return time.monotonic() - began
 
 
 def endpoint_accuracy(url: str, model_name: str, version: str, images: np.ndarray, labels: np.ndarray) -> float:
@@ -81,6 +84,31 @@ def endpoint_accuracy(url: str, model_name: str, version: str, images: np.ndarra
             raise InferenceError(f"{url} answered with version {prediction.model_version} while measuring {version}")
         correct += int((prediction.digits == labels[start : start + 500]).sum())
     return correct / len(images)
+
+
+def decide(
+    candidate: str,
+    candidate_accuracy: float,
+    production: str | None,
+    production_accuracy: float | None,
+    tolerance: float,
+    images: int,
+) -> GateDecision:
+    """Promote when there is no production version yet, or when the candidate's accuracy is at least
+    production's minus `tolerance` (both fractions in [0, 1], measured on the same `images` test images)."""
+    if production is None or production_accuracy is None:
+        return GateDecision(
+            candidate, candidate_accuracy, None, None, tolerance, images, True, "no production version yet"
+        )
+    # Rounded so that a candidate exactly `tolerance` worse passes, whatever the float arithmetic says.
+    passed = round(candidate_accuracy - production_accuracy + tolerance, 9) >= 0
+    reason = (
+        f"candidate accuracy {candidate_accuracy:.4f} {'>=' if passed else '<'} production (version {production}) "
+        f"{production_accuracy:.4f} - tolerance {tolerance:g} on {images} test images"
+    )
+    return GateDecision(
+        candidate, candidate_accuracy, production, production_accuracy, tolerance, images, passed, reason
+    )
 
 
 def gate_and_promote(
@@ -99,21 +127,10 @@ def gate_and_promote(
         registry.promote(client, name, candidate, "staging")
     candidate_accuracy = endpoint_accuracy(staging_url, name, candidate, images, labels)
     production = _alias_target(client, name, "production")
-    if production is None:
-        decision = GateDecision(
-            candidate, candidate_accuracy, None, None, tolerance, len(images), True, "no production version yet"
-        )
-    else:
-        production_accuracy = endpoint_accuracy(production_url, name, production, images, labels)
-        passed = candidate_accuracy >= production_accuracy - tolerance
-        comparison = ">=" if passed else "<"
-        reason = (
-            f"candidate accuracy {candidate_accuracy:.4f} {comparison} production (version {production}) "
-            f"{production_accuracy:.4f} - tolerance {tolerance:g} on {len(images)} test images"
-        )
-        decision = GateDecision(
-            candidate, candidate_accuracy, production, production_accuracy, tolerance, len(images), passed, reason
-        )
+    production_accuracy = (
+        endpoint_accuracy(production_url, name, production, images, labels) if production is not None else None
+    )
+    decision = decide(candidate, candidate_accuracy, production, production_accuracy, tolerance, len(images))
     for key, value in decision.tags().items():
         client.set_model_version_tag(name, candidate, key, value)
     if decision.promoted:

@@ -35,8 +35,8 @@ def has_raw_files(root: Path) -> bool:
 def _missing_message(root: Path, reason: str) -> str:
     raw = root / "MNIST" / "raw"
     return (
-        f"MNIST is not available: {reason}. Set MNIST_ROOT to a torchvision root that holds "
-        f"MNIST/raw/{{{','.join(RAW_FILES)}}} (currently MNIST_ROOT={root}, looked in {raw.resolve()}), "
+        f"MNIST is not available: {reason}. Set SANDBOX_MNIST_ROOT to a torchvision root that holds "
+        f"MNIST/raw/{{{','.join(RAW_FILES)}}} (currently SANDBOX_MNIST_ROOT={root}, looked in {raw.resolve()}), "
         "or run once with internet access so that torchvision can download it there."
     )
 
@@ -47,7 +47,7 @@ def read_split(root: Path, *, train: bool, download: bool) -> datasets.MNIST:
     Raises MnistUnavailable when the files are missing and `download` is off, or when downloading fails.
     """
     if not has_raw_files(root) and not download:
-        raise MnistUnavailable(_missing_message(root, "the files are missing and MNIST_DOWNLOAD is off"))
+        raise MnistUnavailable(_missing_message(root, "the files are missing and SANDBOX_MNIST_DOWNLOAD is off"))
     try:
         return datasets.MNIST(str(root), train=train, download=download)
     except (RuntimeError, OSError) as err:

@@ -1,14 +1,13 @@
 """Model Registry lifecycle: model URIs, promotion with aliases and stages, rollback, lineage.
 
-Aliases (`staging`, `production`) are MLflow's modern form of stages. For the tutorial's sake every
-promotion also sets the matching deprecated stage (`Staging`, `Production`), and the production version
-it replaces becomes `Archived`. Each production version records the version it replaced in a tag, so
-`rollback` can walk back through production's history.
+Aliases (`staging`, `production`) are MLflow's modern form of stages. So that the older stage URIs
+(models:/NAME/Production) keep working, every promotion also sets the matching deprecated stage (`Staging`,
+`Production`), and the production version it replaces becomes `Archived`. Each production version records
+the version it replaced in a tag, so `rollback` can walk back through production's history.
 """
 
 from __future__ import annotations
 
-import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -18,33 +17,14 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-LIFECYCLE_ALIASES = {"staging": "Staging", "production": "Production"}
-STAGES = ("None", "Staging", "Production", "Archived")
+from mlops_sandbox.references import LIFECYCLE_ALIASES, model_uri
+
 PREVIOUS_PRODUCTION_TAG = "previous_production_version"
 ROLLED_BACK_TAG = "rolled_back_at"
 
 
 class RegistryError(RuntimeError):
     """A registry operation that cannot be done; the message says why."""
-
-
-def model_uri(name: str, ref: str) -> str:
-    """The `models:/` URI for a version ("3"), an alias ("@production") or a stage ("Production")."""
-    ref = ref.strip()
-    if ref.startswith("@"):
-        if not re.fullmatch(r"@[A-Za-z0-9_\-]+", ref):
-            raise ValueError(f"invalid alias reference {ref!r}")
-        return f"models:/{name}{ref}"
-    if ref.isdigit() and int(ref) > 0:
-        return f"models:/{name}/{int(ref)}"
-    stage = ref.capitalize()
-    if stage in STAGES[1:] or ref == "latest":
-        return f"models:/{name}/{ref if ref == 'latest' else stage}"
-    raise ValueError(
-        f"invalid model reference {ref!r}: use a version number (3), an alias (@production) "
-        "or a stage (Staging, Production, Archived)"
-    )
 
 
 def resolve_version(client: MlflowClient, name: str, ref: str) -> str:
@@ -75,7 +55,7 @@ def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion 
 
 
 def _set_stage(client: MlflowClient, name: str, version: str, stage: str) -> None:
-    # The stage API is deprecated but still supported in MLflow 3.12; the tutorial relies on it.
+    # The stage API is deprecated but still supported in MLflow 3.12; stage URIs rely on it.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         client.transition_model_version_stage(name, version, stage, archive_existing_versions=stage != "Archived")
@@ -83,12 +63,15 @@ def _set_stage(client: MlflowClient, name: str, version: str, stage: str) -> Non
 
 @dataclass(frozen=True)
 class Promotion:
+    """An alias moved: `version` of `name` is now @`alias`; `previous` is the version it pointed at before."""
+
     name: str
     version: str
     alias: str
     previous: str | None
 
     def describe(self) -> str:
+        """One line for a person, for example: pytorch_simplenn_mnist version 4 is now @production (was version 3)."""
         was = f" (was version {self.previous})" if self.previous else ""
         return f"{self.name} version {self.version} is now @{self.alias}{was}"
 
@@ -136,11 +119,14 @@ def rollback(client: MlflowClient, name: str) -> Promotion:
 
 
 def now() -> str:
+    """The current UTC time as ISO 8601 to the second: the format of the timestamps this project writes in tags."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
 class LineageRow:
+    """One version with the run and experiment that produced it and the run's key metrics (fractions and losses)."""
+
     version: str
     stage: str
     aliases: tuple[str, ...]
@@ -196,6 +182,7 @@ def lineage(client: MlflowClient, name: str) -> list[LineageRow]:
 
 
 def format_lineage(rows: list[LineageRow]) -> str:
+    """The rows as a plain-text table with aligned columns, header first."""
     header = ("version", "stage", "aliases", "run_id", "experiment", *KEY_METRICS, "created")
     table: list[tuple[str, ...]] = [header]
     for row in rows:

@@ -12,6 +12,7 @@ from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, wait_for
 
 
 def s3_client(endpoint_url: str | None, access_key: SecretStr | None, secret_key: SecretStr | None) -> BaseClient:
+    """A boto3 S3 client that fails fast (3 s to connect, 10 s to read, one attempt): waits are wait_for's job."""
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url,
@@ -51,6 +52,7 @@ def wait_for_s3(client: BaseClient, *, endpoint: str, timeout: float) -> None:
 
 
 def bucket_exists(client: BaseClient, bucket: str) -> bool:
+    """Whether `bucket` exists; botocore's ClientError for anything but "not found" (refused credentials...)."""
     try:
         client.head_bucket(Bucket=bucket)
     except ClientError as err:

@@ -1,62 +1,154 @@
-"""Settings that more than one process reads: where the registry is, which model, where MNIST is, the endpoints."""
+"""The settings that more than one process reads, and the rules every settings class of the project follows.
+
+Names: a variable that a library reads keeps that library's name (`MLFLOW_TRACKING_URI`, `AWS_ACCESS_KEY_ID`,
+`MLSERVER_HTTP_PORT`); a variable this project invents starts with `SANDBOX_`. Every class is documented in
+docs/settings.md and .env.example, both generated from the classes (`python -m tools.settings_docs`), and a
+test fails when they drift apart.
+
+Each entrypoint composes the classes it needs as fields (a `ModelReference`, a `TrackingClientSettings`, ...):
+one declaration of each variable, whatever the number of processes that read it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mlops_sandbox.registry import MODEL_NAME_PATTERN
+from mlops_sandbox.references import MODEL_NAME_PATTERN, model_uri
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+PREFIX = "SANDBOX_"
+PLACEHOLDER = "change-me"
+"""Every secret in .env.example starts with this, and is refused outside the local sandbox."""
+PER_PROCESS: dict[str, Any] = {"per_process": True}
+"""Marks a field that compose and the local stack set for each process (its address, its port in the
+container): documented, but not a line of .env.example."""
 
 
-class RegistrySettings(BaseSettings):
-    """What every client of the registry needs: where it is, and which model."""
+class SandboxSettings(BaseSettings):
+    """What every settings class of the project shares.
 
-    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", populate_by_name=True)
+    Empty variables count as unset (compose passes `${VAR:-}` as an empty string). Secrets are `SecretStr`;
+    one that still holds the placeholder of .env.example is refused unless SANDBOX_ENVIRONMENT is `local`,
+    with a message that names the variable (ValidationError).
+    """
 
-    tracking_uri: str = Field("sqlite:///mlflow.db", validation_alias="MLFLOW_TRACKING_URI")
-    """Where runs and registered models go: a tracking-server URL or a `sqlite:///` URI."""
-    tracking_wait_seconds: float = Field(120.0, gt=0, validation_alias="MLFLOW_WAIT_SECONDS")
-    """How long to wait for a tracking server to answer before giving up."""
-    model_name: str = Field("pytorch_simplenn_mnist", pattern=MODEL_NAME_PATTERN, validation_alias="MODEL_NAME")
+    model_config = SettingsConfigDict(
+        env_ignore_empty=True, extra="forbid", populate_by_name=True, use_attribute_docstrings=True
+    )
+
+    environment: Literal["local", "compose", "cluster"] = Field(
+        "local", validation_alias="SANDBOX_ENVIRONMENT", json_schema_extra=PER_PROCESS
+    )
+    """Where this process runs: `local` (the local stack, tests, your shell) lets the placeholder secrets of
+    .env.example through; `compose` and `cluster` refuse them."""
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> SandboxSettings:
+        if self.environment == "local":
+            return self
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and PLACEHOLDER in value.get_secret_value():
+                raise ValueError(
+                    f"{field.validation_alias} still holds the placeholder from .env.example; "
+                    f"set a secret of your own in .env (SANDBOX_ENVIRONMENT={self.environment})"
+                )
+        return self
 
 
-class MnistSettings(RegistrySettings):
-    mnist_root: Path = Field(Path("data/mnist"), validation_alias="MNIST_ROOT")
-    """A torchvision root holding MNIST/raw/*-ubyte, relative to the current folder; downloaded there when online."""
-    mnist_download: bool = Field(True, validation_alias="MNIST_DOWNLOAD")
-    """Download MNIST into the root when its files are missing."""
+class ModelReference(SandboxSettings):
+    """A registered model and one of its versions: a number is pinned; an @alias or a stage is followed."""
+
+    name: str = Field("pytorch_simplenn_mnist", pattern=MODEL_NAME_PATTERN, validation_alias="SANDBOX_MODEL_NAME")
+    """The registered model's name in MLflow's Model Registry."""
+    ref: str = Field("@production", validation_alias="SANDBOX_MODEL_REF")
+    """Which version: a number (3) stays pinned; an alias (@production) or a stage (Production) is followed,
+    and serving reloads in place when it moves."""
+
+    @field_validator("ref")
+    @classmethod
+    def _check_ref(cls, value: str) -> str:
+        model_uri("x", value)  # raises ValueError naming the accepted forms
+        return value.strip()
+
+    @property
+    def uri(self) -> str:
+        """The `models:/` URI, for example models:/pytorch_simplenn_mnist@production."""
+        return model_uri(self.name, self.ref)
+
+    @property
+    def follows(self) -> bool:
+        """Whether the reference can move (alias or stage), as opposed to a pinned version number."""
+        return not self.ref.isdigit()
+
+    def resolve(self, client: MlflowClient) -> str:
+        """The version number the reference points at now; RegistryError when it points at none."""
+        from mlops_sandbox import registry  # MLflow is imported only by the processes that talk to it
+
+        return registry.resolve_version(client, self.name, self.ref)
 
 
-class EndpointSettings(MnistSettings):
+class TrackingClientSettings(SandboxSettings):
+    """Where a client of MLflow finds the tracking server (or a SQLite store), and how long it waits for it."""
+
+    tracking_uri: str = Field("http://127.0.0.1:5000", validation_alias="MLFLOW_TRACKING_URI")
+    """The tracking server's URL, or a sqlite:/// URI for a store without a server."""
+    wait_seconds: float = Field(120.0, gt=0, validation_alias="SANDBOX_TRACKING_WAIT_SECONDS")
+    """How long a client waits for the tracking server to answer before it gives up (seconds)."""
+
+
+class MnistSettings(SandboxSettings):
+    """Where MNIST's files are (the training job, predict, the gate and the rehearsal read the same ones)."""
+
+    root: Path = Field(Path("data/mnist"), validation_alias="SANDBOX_MNIST_ROOT")
+    """A torchvision root that holds MNIST/raw/*-ubyte, relative to the folder the command runs in."""
+    download: bool = Field(True, validation_alias="SANDBOX_MNIST_DOWNLOAD")
+    """Download MNIST into the root when its files are missing (needs internet access once)."""
+
+
+class EndpointSettings(SandboxSettings):
     """The two serving endpoints that a gated promotion and a rehearsal measure versions through."""
 
-    serving_url: str = Field("http://127.0.0.1:8080", validation_alias="SERVING_URL")
-    """Production: serves @production."""
-    staging_url: str = Field("http://127.0.0.1:8090", validation_alias="SERVING_STAGING_URL")
-    """Staging: serves @staging."""
+    serving_url: str = Field("http://127.0.0.1:8080", validation_alias="SANDBOX_SERVING_URL")
+    """V2 endpoint of production (serves @production)."""
+    staging_url: str = Field("http://127.0.0.1:8090", validation_alias="SANDBOX_STAGING_URL")
+    """V2 endpoint of staging (serves @staging)."""
 
 
-class ArtifactStoreSettings(BaseSettings):
+class ArtifactStoreSettings(SandboxSettings):
     """Where the tracking server keeps the artifacts it proxies, and how it reaches that store.
 
     Read by the tracking server and the create-bucket job; clients of the server need none of it.
     """
 
-    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore")
-
-    artifacts_destination: str = Field("./mlartifacts", validation_alias="MLFLOW_ARTIFACTS_DESTINATION")
-    """Where the server stores artifacts it proxies: s3://bucket/ or a local folder."""
-    s3_endpoint_url: str | None = Field(None, validation_alias="MLFLOW_S3_ENDPOINT_URL")
-    aws_access_key_id: SecretStr | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
-    aws_secret_access_key: SecretStr | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY")
-    dependency_wait_seconds: float = Field(60.0, gt=0, validation_alias="MLFLOW_DEPENDENCY_WAIT_SECONDS")
-    """How long to wait for the database and the object store before giving up."""
+    artifacts_destination: str = Field(
+        "./mlartifacts", validation_alias="MLFLOW_ARTIFACTS_DESTINATION", json_schema_extra=PER_PROCESS
+    )
+    """Where the server stores the artifacts it proxies: s3://bucket/ or a local folder."""
+    s3_endpoint_url: str | None = Field(None, validation_alias="MLFLOW_S3_ENDPOINT_URL", json_schema_extra=PER_PROCESS)
+    """The S3 API of the object store; unset: AWS S3."""
+    aws_access_key_id: SecretStr | None = Field(
+        None, validation_alias="AWS_ACCESS_KEY_ID", examples=[f"{PLACEHOLDER}-access-key"]
+    )
+    """Credentials of the object store (MinIO's root user). Only the tracking server, the bucket job and the
+    S3 server use them: clients download artifacts through the tracking server."""
+    aws_secret_access_key: SecretStr | None = Field(
+        None, validation_alias="AWS_SECRET_ACCESS_KEY", examples=[f"{PLACEHOLDER}-sandbox-secret"]
+    )
+    """The secret key (MinIO's root password: at least 8 characters)."""
+    dependency_wait_seconds: float = Field(60.0, gt=0, validation_alias="SANDBOX_DEPENDENCY_WAIT_SECONDS")
+    """How long the tracking server and the bucket job wait for the database and the object store (seconds)."""
 
     @property
     def s3_bucket(self) -> str | None:
+        """The bucket of an s3:// destination; None for a local folder."""
         parsed = urlparse(self.artifacts_destination)
         return parsed.netloc if parsed.scheme == "s3" else None
 
@@ -68,3 +160,12 @@ class ArtifactStoreSettings(BaseSettings):
             if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
                 raise ValueError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")
         return self
+
+
+def composed(settings_class: type[SandboxSettings], alias: str) -> Any:
+    """A field holding another settings class, read from its own variables when the process starts.
+
+    `alias` names a variable that is never set in practice: pydantic-settings would read a JSON object for the
+    whole group from it, and an unprefixed field name could clash with an unrelated variable.
+    """
+    return Field(default_factory=settings_class, validation_alias=alias)

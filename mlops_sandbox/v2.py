@@ -1,56 +1,129 @@
-"""A small client for the V2 (Open Inference) protocol over REST, as MLServer speaks it."""
+"""A client of the V2 (Open Inference) protocol, over REST or gRPC, built on NVIDIA's `tritonclient`.
+
+tritonclient speaks the V2 protocol to any server that implements it (MLServer here, KServe or Triton
+elsewhere), so the clients of this project survive a change of server. Two things are set for MLServer:
+
+- REST requests and answers are JSON (`binary_data=False`): MLServer 1.7.1 does not implement the binary
+  tensor extension that tritonclient sends by default.
+- tritonclient's gRPC module is imported only when a gRPC client is made: its generated protocol classes and
+  MLServer's register the same names (`inference.ModelInferRequest`, ...) in protobuf's default pool, so a
+  process that has imported `mlserver` cannot import `tritonclient.grpc`, and the reverse.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlparse
 
 import numpy as np
-import requests
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+Protocol = Literal["rest", "grpc"]
+INPUT_NAME = "input-0"
 
 
 class InferenceError(RuntimeError):
-    """The server refused or failed a request; the message carries its answer."""
+    """The server refused or failed a request, or could not be reached; the message carries its answer."""
 
 
 @dataclass(frozen=True)
 class Prediction:
+    """One answer: class probabilities, float32 (N, 10), and the name and registry version that answered."""
+
     probabilities: np.ndarray
     model_name: str
     model_version: str | None
 
     @property
     def digits(self) -> np.ndarray:
+        """The predicted digit of each image, int64 (N,)."""
         return self.probabilities.argmax(axis=1)
 
 
-def infer_payload(images: np.ndarray) -> dict:
-    """A V2 inference request for float32 images of shape (N, 1, 28, 28)."""
+def fp32_input(module: Any, images: np.ndarray) -> Any:
+    """A tritonclient input tensor (`module` is tritonclient.http or .grpc) for float32 images (N, 1, 28, 28)."""
     batch = np.ascontiguousarray(images, dtype=np.float32)
-    return {
-        "inputs": [{"name": "input-0", "shape": list(batch.shape), "datatype": "FP32", "data": batch.ravel().tolist()}]
-    }
+    tensor = module.InferInput(INPUT_NAME, list(batch.shape), "FP32")
+    if module is httpclient:
+        tensor.set_data_from_numpy(batch, binary_data=False)
+    else:
+        tensor.set_data_from_numpy(batch)
+    return tensor
+
+
+def rest_request_body(images: np.ndarray) -> bytes:
+    """The JSON body of a V2 REST inference request for float32 images (N, 1, 28, 28), as tritonclient writes it.
+
+    For load generators and tests that send the same request many times.
+    """
+    body, _ = httpclient.InferenceServerClient.generate_request_body([fp32_input(httpclient, images)])
+    return body
 
 
 class V2Client:
-    def __init__(self, base_url: str, model: str, *, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
+    """A V2 endpoint serving `model`: REST at `url` (http://host:port), or gRPC at `url` (host:port).
+
+    Raises InferenceError, with the server's answer, for a refused request or an unreachable server.
+    """
+
+    def __init__(self, url: str, model: str, *, protocol: Protocol = "rest", timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
         self.model = model
+        self.protocol = protocol
         self.timeout = timeout
-        self.session = requests.Session()
+        address = urlparse(self.url).netloc if "://" in self.url else self.url
+        if protocol == "grpc":
+            import tritonclient.grpc as grpcclient  # see the module docstring for why it is imported here
+
+            self.module: Any = grpcclient
+            self.client: Any = grpcclient.InferenceServerClient(address)
+        else:
+            self.module = httpclient
+            self.client = httpclient.InferenceServerClient(address, connection_timeout=timeout, network_timeout=timeout)
 
     @property
     def infer_url(self) -> str:
-        return f"{self.base_url}/v2/models/{self.model}/infer"
+        """Where requests go, as a user would write it."""
+        if self.protocol == "grpc":
+            return f"grpc://{self.url} ({self.model})"
+        return f"{self.url}/v2/models/{self.model}/infer"
 
-    @property
-    def ready_url(self) -> str:
-        return f"{self.base_url}/v2/models/{self.model}/ready"
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, method)(*args, **kwargs)
+        except InferenceServerException as err:
+            raise InferenceError(f"{self.infer_url}: {err.message()} (status {err.status()})") from err
+        except OSError as err:  # connection refused or reset, timeouts (gevent's and socket's)
+            raise InferenceError(f"{self.infer_url}: {err}") from err
+
+    def ready(self) -> bool:
+        """Whether the model answers ready."""
+        try:
+            return bool(self._call("is_model_ready", self.model))
+        except InferenceError:
+            return False
+
+    def served_version(self) -> str | None:
+        """The registry version the endpoint serves now, from the model's metadata; None when unreachable."""
+        try:
+            metadata = self._call("get_model_metadata", self.model)
+        except InferenceError:
+            return None
+        versions = metadata["versions"] if isinstance(metadata, dict) else list(metadata.versions)
+        return str(versions[0]) if versions else None
 
     def infer(self, images: np.ndarray) -> Prediction:
-        response = self.session.post(self.infer_url, json=infer_payload(images), timeout=self.timeout)
-        if response.status_code != 200:
-            raise InferenceError(f"POST {self.infer_url} answered {response.status_code}: {response.text[:500]}")
-        body = response.json()
-        output = body["outputs"][0]
-        probabilities = np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
-        return Prediction(probabilities, body.get("model_name", self.model), body.get("model_version"))
+        """Class probabilities for float32 images (N, 1, 28, 28) in [0, 1]."""
+        result = self._call("infer", self.model, [fp32_input(self.module, images)])
+        response = result.get_response()
+        if isinstance(response, dict):
+            name, version, output = response.get("model_name"), response.get("model_version"), response["outputs"][0]
+            output_name = output["name"]
+        else:
+            name, version, output_name = response.model_name, response.model_version, response.outputs[0].name
+        probabilities = result.as_numpy(output_name)
+        if probabilities is None:
+            raise InferenceError(f"{self.infer_url}: the answer has no output {output_name!r}")
+        return Prediction(np.asarray(probabilities, dtype=np.float32), name or self.model, version or None)

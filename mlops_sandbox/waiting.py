@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import requests
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential, wait_fixed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,14 +33,18 @@ def wait_for(
     address: str,
     timeout: float,
     hint: str = "",
+    interval: float | None = None,
 ) -> T:
-    """Call `probe` until it returns without raising, for at most `timeout` seconds.
+    """Call `probe` until it returns without raising, for at most `timeout` seconds; return what it returned.
 
-    Connection errors and `NotReadyYet` are retried; any other exception is a real error and propagates.
+    Connection errors (requests', OSError) and `NotReadyYet` are retried; any other exception is a real error
+    and propagates. Between tries it waits 0.25 s, doubling up to 3 s; with `interval`, that many seconds
+    each time (for a wait whose length is itself measured). After `timeout` it raises DependencyUnavailable,
+    naming `service`, `address`, the last error and `hint`.
     """
     retrying = Retrying(
         stop=stop_after_delay(timeout),
-        wait=wait_exponential(multiplier=0.25, max=3.0),
+        wait=wait_fixed(interval) if interval is not None else wait_exponential(multiplier=0.25, max=3.0),
         retry=retry_if_exception_type((NotReadyYet, requests.ConnectionError, requests.Timeout, OSError)),
         before_sleep=lambda state: log.info(
             "waiting for %s at %s: %s", service, address, state.outcome.exception() if state.outcome else ""

@@ -13,11 +13,18 @@ from typing import Any
 
 import requests
 
+from infra.settings import StackSettings
 from mlops_sandbox.processes import group_alive, start_group, stop_group
 from mlops_sandbox.waiting import http_ok, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+
+
+def host_port_names() -> list[str]:
+    """Every host port of the stack (SANDBOX_*_PORT), as StackSettings declares them."""
+    aliases = (str(field.validation_alias) for field in StackSettings.model_fields.values())
+    return [alias for alias in aliases if alias.endswith("_PORT")]
 
 
 def module_env(**overrides: str) -> dict[str, str]:
@@ -35,13 +42,14 @@ def server(
     log_dir: Path,
     ready_url: str,
     *,
+    args: tuple[str, ...] = (),
     timeout: float = 120,
     any_answer: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `python -m module` until the block ends; yield once `ready_url` answers 200 (or at all)."""
+    """Run `python -m module args` until the block ends; yield once `ready_url` answers 200 (or at all)."""
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
-        proc = start_group([PYTHON, "-m", module], env=env, stdout=log.fileno(), cwd=str(PROJECT_ROOT))
+        proc = start_group([PYTHON, "-m", module, *args], env=env, stdout=log.fileno(), cwd=str(PROJECT_ROOT))
     try:
         probe = (lambda: requests.get(ready_url, timeout=3)) if any_answer else http_ok(ready_url)
 

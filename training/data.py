@@ -15,6 +15,8 @@ from mlops_sandbox.mnist import read_split, to_inputs
 
 @dataclass(frozen=True)
 class MnistSplits:
+    """Images float32 (N, 1, 28, 28) in [0, 1] and labels int64 (N,) of each split, and the root they came from."""
+
     train_x: torch.Tensor
     train_y: torch.Tensor
     val_x: torch.Tensor
@@ -37,7 +39,7 @@ def load_mnist(root: Path, *, download: bool, val_size: int, seed: int, train_li
     train = read_split(root, train=True, download=download)
     test = read_split(root, train=False, download=download)
     if not 0 < val_size < len(train):
-        raise ValueError(f"TRAIN_VAL_SIZE must be between 1 and {len(train) - 1}, got {val_size}")
+        raise ValueError(f"SANDBOX_TRAIN_VAL_SIZE must be between 1 and {len(train) - 1}, got {val_size}")
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:val_size], order[val_size:]
     if train_limit is not None:

@@ -1,4 +1,4 @@
-"""SimpleNN: the tutorial's feed-forward network for MNIST.
+"""SimpleNN: a small feed-forward network for MNIST digits.
 
 Input contract: float32 pixels in [0, 1], shape (N, 1, 28, 28), any N. The network normalises its own
 input (MNIST mean and std are buffers saved with the weights), so no client needs preprocessing code.
@@ -19,6 +19,8 @@ NUM_CLASSES = 10
 
 
 class SimpleNN(nn.Module):
+    """784 -> hidden_sizes (ReLU, dropout) -> 10 logits; normalises its own input with MNIST's mean and std."""
+
     mean: torch.Tensor
     std: torch.Tensor
 
@@ -37,6 +39,7 @@ class SimpleNN(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Logits, float32 (N, 10), for pixels float32 (N, 1, 28, 28) in [0, 1]."""
         return self.layers((pixels - self.mean) / self.std)
 
 

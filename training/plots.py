@@ -1,8 +1,6 @@
-"""PNG figures logged with each run: learning curves and the test-set confusion matrix."""
+"""Figures logged with each run (mlflow.log_figure): learning curves and the test-set confusion matrix."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import matplotlib
 
@@ -10,9 +8,11 @@ matplotlib.use("Agg")  # no display in containers or CI
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 
-def plot_curves(history: dict[str, list[float]], path: Path) -> Path:
+def curves(history: dict[str, list[float]]) -> Figure:
+    """Loss and accuracy per epoch, train beside validation (`history`: train_loss, val_loss, ... lists)."""
     epochs = range(1, len(history["train_loss"]) + 1)
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for split in ("train", "val"):
@@ -24,18 +24,19 @@ def plot_curves(history: dict[str, list[float]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    plt.close(fig)  # log_figure draws it; pyplot need not keep it
+    return fig
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int = 10) -> np.ndarray:
+    """int64 counts (classes, classes): row = true digit, column = predicted digit."""
     matrix = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(matrix, (labels, predictions), 1)
     return matrix
 
 
-def plot_confusion(matrix: np.ndarray, path: Path) -> Path:
+def confusion(matrix: np.ndarray) -> Figure:
+    """The confusion matrix as a heat map, with each count written in its cell."""
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax)
@@ -44,16 +45,8 @@ def plot_confusion(matrix: np.ndarray, path: Path) -> Path:
     threshold = matrix.max() / 2
     for true in ticks:
         for pred in ticks:
-            ax.text(
-                pred,
-                true,
-                matrix[true, pred],
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if matrix[true, pred] > threshold else "black",
-            )
+            color = "white" if matrix[true, pred] > threshold else "black"
+            ax.text(pred, true, matrix[true, pred], ha="center", va="center", fontsize=7, color=color)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
     plt.close(fig)
-    return path
+    return fig

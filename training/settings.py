@@ -1,7 +1,7 @@
-"""Settings of the training job, read from the environment (and `.env`), overridable by CLI flags.
+"""Settings of the training job, read from the environment, overridable by the job's flags.
 
-Variable names follow the libraries that already read them (`MLFLOW_TRACKING_URI`,
-`MLFLOW_EXPERIMENT_NAME`); the rest are this project's own, documented in `.env.example`.
+`MLFLOW_EXPERIMENT_NAME` is MLflow's own variable; the rest are the project's (SANDBOX_TRAIN_*). The tracking
+connection, the model's name and MNIST's location are the shared classes of mlops_sandbox.settings.
 """
 
 from __future__ import annotations
@@ -11,30 +11,50 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from mlops_sandbox.registry import LIFECYCLE_ALIASES
-from mlops_sandbox.settings import MnistSettings
+from mlops_sandbox.references import LIFECYCLE_ALIASES
+from mlops_sandbox.settings import (
+    MnistSettings,
+    ModelReference,
+    SandboxSettings,
+    TrackingClientSettings,
+    composed,
+)
 
 
-class TrainingSettings(MnistSettings):
+class TrainingSettings(SandboxSettings):
+    """The training job: what it trains, and where it logs and registers the result."""
+
+    tracking: TrackingClientSettings = composed(TrackingClientSettings, "SANDBOX_TRAINING_TRACKING")
+    model: ModelReference = composed(ModelReference, "SANDBOX_TRAINING_MODEL")
+    """The registered model a new version is added to (its name; the reference is not used here)."""
+    mnist: MnistSettings = composed(MnistSettings, "SANDBOX_TRAINING_MNIST")
     experiment_name: str = Field("mnist-simplenn", min_length=1, validation_alias="MLFLOW_EXPERIMENT_NAME")
-    register_alias: str = Field("staging", validation_alias="REGISTER_ALIAS")
-    """Alias (and matching stage) given to the new version: staging, production, or none."""
+    """The MLflow experiment that training runs are logged to."""
+    register_alias: str = Field("staging", validation_alias="SANDBOX_REGISTER_ALIAS")
+    """Alias (and matching stage) given to each new version: staging, production, or none."""
 
-    epochs: int = Field(3, ge=1, le=100, validation_alias="TRAIN_EPOCHS")
-    batch_size: int = Field(64, ge=1, le=60_000, validation_alias="TRAIN_BATCH_SIZE")
-    learning_rate: float = Field(1e-3, gt=0, le=10, validation_alias="TRAIN_LEARNING_RATE")
+    epochs: int = Field(3, ge=1, le=100, validation_alias="SANDBOX_TRAIN_EPOCHS")
+    """Passes over the training images."""
+    batch_size: int = Field(64, ge=1, le=60_000, validation_alias="SANDBOX_TRAIN_BATCH_SIZE")
+    """Images per optimiser step."""
+    learning_rate: float = Field(1e-3, gt=0, le=10, validation_alias="SANDBOX_TRAIN_LEARNING_RATE")
+    """Adam's learning rate, decayed to 0 on a cosine schedule."""
     # NoDecode: the environment gives "512,256", not JSON.
-    hidden_sizes: Annotated[tuple[int, ...], NoDecode] = Field((512, 256), validation_alias="TRAIN_HIDDEN_SIZES")
+    hidden_sizes: Annotated[tuple[int, ...], NoDecode] = Field(
+        (512, 256), validation_alias="SANDBOX_TRAIN_HIDDEN_SIZES"
+    )
     """Widths of the hidden layers; in the environment a comma-separated list such as 512,256."""
-    dropout: float = Field(0.1, ge=0, lt=1, validation_alias="TRAIN_DROPOUT")
-    seed: int = Field(42, ge=0, validation_alias="TRAIN_SEED")
-    val_size: int = Field(5_000, ge=1, validation_alias="TRAIN_VAL_SIZE")
+    dropout: float = Field(0.1, ge=0, lt=1, validation_alias="SANDBOX_TRAIN_DROPOUT")
+    """Dropout after each hidden layer."""
+    seed: int = Field(42, ge=0, validation_alias="SANDBOX_TRAIN_SEED")
+    """Seeds the split, the initial weights and the shuffling: the same seed gives the same metrics."""
+    val_size: int = Field(5_000, ge=1, validation_alias="SANDBOX_TRAIN_VAL_SIZE")
     """Images held out from the 60k training set for validation."""
-    train_limit: int | None = Field(None, ge=1, validation_alias="TRAIN_LIMIT")
+    train_limit: int | None = Field(None, ge=1, validation_alias="SANDBOX_TRAIN_LIMIT")
     """Train on only this many images: for quick runs and tests."""
-    max_steps: int | None = Field(None, ge=1, validation_alias="TRAIN_MAX_STEPS")
+    max_steps: int | None = Field(None, ge=1, validation_alias="SANDBOX_TRAIN_MAX_STEPS")
     """Stop after this many optimiser steps: a deliberately weak candidate for rehearsals."""
-    log_every_steps: int | None = Field(None, ge=1, validation_alias="TRAIN_LOG_EVERY_STEPS")
+    log_every_steps: int | None = Field(None, ge=1, validation_alias="SANDBOX_TRAIN_LOG_EVERY_STEPS")
     """Also log the batch loss every this many optimiser steps (metric batch_loss); unset: per epoch only."""
 
     @field_validator("hidden_sizes", mode="before")

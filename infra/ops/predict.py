@@ -1,11 +1,12 @@
-"""Load a registered model and measure its accuracy on MNIST test images, in-process or over REST.
+"""Load a registered model and measure its accuracy on MNIST test images, in-process or from a V2 endpoint.
 
     python -m infra.ops.predict                              # models:/pytorch_simplenn_mnist/1, in-process
     python -m infra.ops.predict --model-ref @production -n 10000
     python -m infra.ops.predict --serving-url http://127.0.0.1:8080 -n 10000 --min-accuracy 0.975
+    python -m infra.ops.predict --serving-url 127.0.0.1:8081 --protocol grpc
 
-In-process, it loads the model exactly as the tutorial does with mlflow.pytorch.load_model. With a
-serving URL, it sends V2 inference requests over REST and also reports latency percentiles.
+In-process, it loads the model as mlflow.pytorch.load_model does in MLflow's Model Registry documentation.
+With a serving URL, it sends V2 inference requests (REST, or gRPC) and also reports latency percentiles.
 """
 
 from __future__ import annotations
@@ -21,21 +22,24 @@ import torch
 from pydantic import ValidationError
 
 from mlops_sandbox.mnist import MnistUnavailable, load_test_set
-from mlops_sandbox.registry import RegistryError, model_uri
-from mlops_sandbox.settings import MnistSettings
+from mlops_sandbox.references import model_uri
+from mlops_sandbox.registry import RegistryError
+from mlops_sandbox.settings import MnistSettings, ModelReference, TrackingClientSettings
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.v2 import InferenceError, V2Client
-from mlops_sandbox.waiting import DependencyUnavailable, wait_for_http
+from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, wait_for
 
 
 def load_registered_model(model_name: str, model_version: int | str) -> torch.nn.Module:
-    """The tutorial's snippet, verbatim in spirit: load a registered version as a torch module."""
+    """A registered version as a torch module, loaded by its `models:/NAME/VERSION` URI."""
     model = mlflow.pytorch.load_model(model_uri=f"models:/{model_name}/{model_version}")
     return model
 
 
 @dataclass(frozen=True)
 class Evaluation:
+    """Accuracy on `images` test images, and the latency of each request in milliseconds (served only)."""
+
     images: int
     correct: int
     latencies_ms: list[float]
@@ -56,12 +60,14 @@ class Evaluation:
 
 
 def evaluate_loaded(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
+    """`model` on float32 images (N, 1, 28, 28) against int64 labels (N,), in one forward pass."""
     with torch.no_grad():
         predicted = model(images).argmax(dim=1)
     return Evaluation(len(images), int((predicted == labels).sum()), [])
 
 
 def evaluate_served(client: V2Client, images: np.ndarray, labels: np.ndarray, batch_size: int) -> Evaluation:
+    """The endpoint on float32 images (N, 1, 28, 28), `batch_size` images per request, against labels (N,)."""
     correct, latencies, version = 0, [], None
     for start in range(0, len(images), batch_size):
         began = time.perf_counter()
@@ -80,8 +86,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--model-ref", default="1", help="version (1), alias (@production) or stage (Production); default 1"
     )
     parser.add_argument("--model-uri", help="any URI MLflow loads (runs:/..., models:/...); overrides --model-ref")
-    parser.add_argument("--serving-url", help="a V2 endpoint, e.g. http://127.0.0.1:8080: predict over REST")
-    parser.add_argument("--served-model", help="the model name on the server (default: MODEL_NAME)")
+    parser.add_argument(
+        "--serving-url", help="a V2 endpoint, e.g. http://127.0.0.1:8080 (REST) or 127.0.0.1:8081 (gRPC)"
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("rest", "grpc"),
+        default="rest",
+        help="V2 over REST (http://host:port) or gRPC (host:port)",
+    )
+    parser.add_argument("--served-model", help="the model name on the server (default: SANDBOX_MODEL_NAME)")
     parser.add_argument("-n", "--images", type=int, default=1000, help="test images to evaluate (max 10000)")
     parser.add_argument("--batch-size", type=int, default=100, help="images per REST request")
     parser.add_argument("--min-accuracy", type=float, help="exit 1 when accuracy is below this")
@@ -97,21 +111,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings = MnistSettings()
-        images, labels = load_test_set(settings.mnist_root, download=settings.mnist_download, limit=args.images)
+        mnist, model = MnistSettings(), ModelReference()
+        images, labels = load_test_set(mnist.root, download=mnist.download, limit=args.images)
         if args.serving_url:
-            client = V2Client(args.serving_url, args.served_model or settings.model_name)
-            wait_for_http(client.ready_url, service="model server", timeout=args.wait_seconds)
+            client = V2Client(args.serving_url, args.served_model or model.name, protocol=args.protocol)
+
+            def ready() -> None:
+                if not client.ready():
+                    raise NotReadyYet(f"{client.infer_url} is not ready")
+
+            wait_for(ready, service="model server", address=args.serving_url, timeout=args.wait_seconds)
             result = evaluate_served(client, images.numpy(), labels.numpy(), args.batch_size)
             print(f"{client.infer_url}: {result.summary()}")
         else:
-            connect(settings.tracking_uri, wait_seconds=settings.tracking_wait_seconds)
-            uri = args.model_uri or model_uri(settings.model_name, args.model_ref)
+            connect(TrackingClientSettings())
+            uri = args.model_uri or model_uri(model.name, args.model_ref)
             if args.model_uri is None and args.model_ref.isdigit():
-                model = load_registered_model(settings.model_name, args.model_ref)
+                module = load_registered_model(model.name, args.model_ref)
             else:
-                model = mlflow.pytorch.load_model(uri)
-            result = evaluate_loaded(model, images, labels)
+                module = mlflow.pytorch.load_model(uri)
+            result = evaluate_loaded(module, images, labels)
             print(f"{uri}: {result.summary()}")
     except (ValidationError, ValueError) as err:
         print(f"invalid input: {err}", file=sys.stderr)

@@ -7,7 +7,7 @@
     python -m infra.ops.registry rollback                    # production back to the version it replaced
     python -m infra.ops.registry resolve @production         # the version it points at; exit 1 if none
 
-MLFLOW_TRACKING_URI and MODEL_NAME are read from the environment; --tracking-uri and --model-name
+MLFLOW_TRACKING_URI and SANDBOX_MODEL_NAME are read from the environment; --tracking-uri and --model-name
 override them.
 """
 
@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from mlops_sandbox import registry
 from mlops_sandbox.gate import gate_and_promote
 from mlops_sandbox.mnist import MnistUnavailable, load_test_set
-from mlops_sandbox.settings import EndpointSettings, RegistrySettings
+from mlops_sandbox.references import LIFECYCLE_ALIASES
+from mlops_sandbox.settings import EndpointSettings, MnistSettings, ModelReference, TrackingClientSettings
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.v2 import InferenceError
 from mlops_sandbox.waiting import DependencyUnavailable
@@ -35,13 +36,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--tracking-uri", help="overrides MLFLOW_TRACKING_URI")
-    parser.add_argument("--model-name", help="overrides MODEL_NAME")
+    parser.add_argument("--model-name", help="overrides SANDBOX_MODEL_NAME")
     commands = parser.add_subparsers(dest="command", required=True)
     promote = commands.add_parser("promote", help="point an alias (and its stage) at a version")
     promote.add_argument("version", help="a version number, or @alias / stage of an existing version")
-    promote.add_argument(
-        "--to", required=True, type=str.lower, choices=list(registry.LIFECYCLE_ALIASES), help="target alias"
-    )
+    promote.add_argument("--to", required=True, type=str.lower, choices=list(LIFECYCLE_ALIASES), help="target alias")
     promote.add_argument(
         "--gate",
         action="store_true",
@@ -50,8 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     promote.add_argument("--tolerance", type=float, default=0.005, help="allowed accuracy drop (default 0.005)")
     promote.add_argument("-n", "--images", type=int, default=10_000, help="test images for the gate")
-    promote.add_argument("--staging-url", help="staging V2 endpoint (default: SERVING_STAGING_URL, else :8090)")
-    promote.add_argument("--production-url", help="production V2 endpoint (default: SERVING_URL, else :8080)")
+    promote.add_argument("--staging-url", help="staging V2 endpoint (default: SANDBOX_STAGING_URL)")
+    promote.add_argument("--production-url", help="production V2 endpoint (default: SANDBOX_SERVING_URL)")
     commands.add_parser("rollback", help="return @production to the previous production version")
     commands.add_parser("list", help="a lineage table of every version")
     resolve = commands.add_parser("resolve", help="print the version a reference points at; exit 1 when none does")
@@ -64,14 +63,14 @@ def gated_promotion(client: MlflowClient, name: str, version: str, args: argpars
         raise ValueError("--gate applies to promotions to production")
     if not 1 <= args.images <= 10_000 or not 0 <= args.tolerance < 1:
         raise ValueError("--images must be 1 to 10000 and --tolerance between 0 and 1")
-    data = EndpointSettings()
-    images, labels = load_test_set(data.mnist_root, download=data.mnist_download, limit=args.images)
+    endpoints, mnist = EndpointSettings(), MnistSettings()
+    images, labels = load_test_set(mnist.root, download=mnist.download, limit=args.images)
     decision = gate_and_promote(
         client,
         name,
         version,
-        staging_url=args.staging_url or data.staging_url,
-        production_url=args.production_url or data.serving_url,
+        staging_url=args.staging_url or endpoints.staging_url,
+        production_url=args.production_url or endpoints.serving_url,
         images=images.numpy(),
         labels=labels.numpy(),
         tolerance=args.tolerance,
@@ -85,11 +84,10 @@ def gated_promotion(client: MlflowClient, name: str, version: str, args: argpars
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {"tracking_uri": args.tracking_uri, "model_name": args.model_name}
     try:
-        settings = RegistrySettings(**{k: v for k, v in overrides.items() if v is not None})
-        client = connect(settings.tracking_uri, wait_seconds=settings.tracking_wait_seconds)
-        name = settings.model_name
+        tracking = TrackingClientSettings(**({"tracking_uri": args.tracking_uri} if args.tracking_uri else {}))
+        name = ModelReference(**({"name": args.model_name} if args.model_name else {})).name
+        client = connect(tracking)
         if args.command == "promote" and args.gate:
             return gated_promotion(client, name, registry.resolve_version(client, name, args.version), args)
         if args.command == "promote":
@@ -102,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rows = registry.lineage(client, name)
             if not rows:
-                print(f"{name} has no versions yet at {settings.tracking_uri}", file=sys.stderr)
+                print(f"{name} has no versions yet at {tracking.tracking_uri}", file=sys.stderr)
                 return 1
             print(registry.format_lineage(rows))
     except (ValidationError, ValueError) as err:

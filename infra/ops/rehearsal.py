@@ -2,8 +2,8 @@
 
     python -m infra.ops.rehearsal [--candidate VERSION] [--tolerance 0.005] [-n 2000]
 
-Runs against the sandbox's tracking server (MLFLOW_TRACKING_URI) and its two endpoints (SERVING_URL for
-@production, SERVING_STAGING_URL for @staging), local stack or compose alike, and prints a timeline
+Runs against the sandbox's tracking server (MLFLOW_TRACKING_URI) and its two endpoints (SANDBOX_SERVING_URL for
+@production, SANDBOX_STAGING_URL for @staging), local stack or compose alike, and prints a timeline
 with a timestamp and a result for each step. Exits non-zero at the first step that fails.
 """
 
@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from mlops_sandbox import registry
 from mlops_sandbox.gate import endpoint_accuracy, gate_and_promote, wait_until_served
 from mlops_sandbox.mnist import load_test_set
-from mlops_sandbox.settings import EndpointSettings
+from mlops_sandbox.settings import EndpointSettings, MnistSettings, ModelReference, TrackingClientSettings
 from mlops_sandbox.tracking import connect
 
 SMOKE_IMAGES = 200
@@ -73,15 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--images", type=int, default=2_000, help="gate: test images per version")
     args = parser.parse_args(argv)
 
-    settings = EndpointSettings()
-    production_url, staging_url = settings.serving_url, settings.staging_url
-    client: MlflowClient = connect(settings.tracking_uri, wait_seconds=settings.tracking_wait_seconds)
-    name = settings.model_name
-    images, labels = load_test_set(settings.mnist_root, download=settings.mnist_download, limit=args.images)
+    endpoints, tracking, mnist = EndpointSettings(), TrackingClientSettings(), MnistSettings()
+    production_url, staging_url = endpoints.serving_url, endpoints.staging_url
+    client: MlflowClient = connect(tracking)
+    name = ModelReference().name
+    images, labels = load_test_set(mnist.root, download=mnist.download, limit=args.images)
     x, y = images.numpy(), labels.numpy()
     state: dict[str, str] = {}
     timeline = Timeline()
-    print(f"rehearsal of {name} on {settings.tracking_uri}: production {production_url}, staging {staging_url}")
+    print(f"rehearsal of {name} on {tracking.tracking_uri}: production {production_url}, staging {staging_url}")
 
     def stage() -> str:
         state["previous"] = registry.resolve_version(client, name, "@production")

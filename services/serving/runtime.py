@@ -34,6 +34,8 @@ from services.serving.metrics import SERVED_REQUESTS
 
 
 class RegistryModelRuntime(MLflowRuntime):
+    """MLServer's MLflow runtime that answers with the registry version, takes the direct path, and freezes the GC."""
+
     direct: DirectTorchModel | None = None
     served: Counter
 

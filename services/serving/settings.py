@@ -1,68 +1,64 @@
-"""Settings of the model server, named as MLflow and MLServer name them where they have a name."""
+"""Settings of the model server: MLServer's own variables (MLSERVER_*) where MLServer has one, SANDBOX_* for the rest.
+
+Measured effects of the performance defaults are in docs/performance.md.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mlops_sandbox.registry import MODEL_NAME_PATTERN, model_uri
+from mlops_sandbox.settings import PER_PROCESS, ModelReference, SandboxSettings, TrackingClientSettings, composed
 
 
-class ServingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore")
+class ServingSettings(SandboxSettings):
+    """One serving endpoint: which registered version it serves, on which ports, and how."""
 
-    tracking_uri: str = Field("http://127.0.0.1:5000", validation_alias="MLFLOW_TRACKING_URI")
-    model_name: str = Field("pytorch_simplenn_mnist", pattern=MODEL_NAME_PATTERN, validation_alias="MODEL_NAME")
-    model_ref: str = Field("@production", validation_alias="SERVING_MODEL_REF")
-    """Which version to serve: a number (1) is pinned; an alias (@production) or a stage (Production) is
-    followed: when it moves, the server reloads the new version in place."""
-    poll_seconds: float = Field(2.0, gt=0, le=60, validation_alias="SERVING_POLL_SECONDS")
-    """How often a followed alias is checked in the registry."""
-    serving_dir: Path | None = Field(None, validation_alias="SERVING_DIR")
-    """Where served versions are downloaded; unset: a temporary folder removed at exit."""
-    host: str = Field("127.0.0.1", validation_alias="MLSERVER_HOST")
-    """MLServer binds 0.0.0.0 unless told otherwise; loopback is the safe default outside containers."""
-    http_port: int = Field(8080, ge=1, le=65535, validation_alias="MLSERVER_HTTP_PORT")
-    grpc_port: int = Field(8081, ge=1, le=65535, validation_alias="MLSERVER_GRPC_PORT")
-    metrics_port: int = Field(8082, ge=1, le=65535, validation_alias="MLSERVER_METRICS_PORT")
+    tracking: TrackingClientSettings = composed(TrackingClientSettings, "SANDBOX_SERVING_TRACKING")
+    model: ModelReference = composed(ModelReference, "SANDBOX_SERVING_MODEL")
+    """What it serves: SANDBOX_MODEL_NAME and SANDBOX_MODEL_REF (@production; @staging for staging)."""
+    poll_seconds: float = Field(2.0, gt=0, le=60, validation_alias="SANDBOX_SERVING_POLL_SECONDS")
+    """How often a followed alias or stage is checked in the registry (seconds)."""
+    serving_dir: Path | None = Field(None, validation_alias="SANDBOX_SERVING_DIR", json_schema_extra=PER_PROCESS)
+    """Where served versions are downloaded; unset: a temporary folder, removed at exit."""
+    host: str = Field("127.0.0.1", validation_alias="MLSERVER_HOST", json_schema_extra=PER_PROCESS)
+    """The address MLServer binds. MLServer's own default is 0.0.0.0; loopback is the safe one outside containers."""
+    http_port: int = Field(8080, ge=1, le=65535, validation_alias="MLSERVER_HTTP_PORT", json_schema_extra=PER_PROCESS)
+    """V2 REST."""
+    grpc_port: int = Field(8081, ge=1, le=65535, validation_alias="MLSERVER_GRPC_PORT", json_schema_extra=PER_PROCESS)
+    """V2 gRPC."""
+    metrics_port: int = Field(
+        8082, ge=1, le=65535, validation_alias="MLSERVER_METRICS_PORT", json_schema_extra=PER_PROCESS
+    )
+    """Prometheus /metrics."""
     workers: int = Field(0, ge=0, le=16, validation_alias="MLSERVER_PARALLEL_WORKERS")
-    """MLServer inference worker processes; 0 runs inference in the server process itself. 0 by default:
-    handing each request to a worker process costs more than this model's forward pass (measured with
-    python -m tools.benchmark.serving on 2 cores: single image at 16 clients 322 -> 910 req/s, batch of 32
-    3,749 -> 9,264 images/s, and one worker process (about 550 MiB RSS) fewer)."""
+    """MLServer's inference worker processes; 0 runs inference in the server process itself, which is faster
+    for this model than handing each request to a worker."""
     torch_threads: int = Field(1, ge=1, le=64, validation_alias="OMP_NUM_THREADS")
-    """torch's intra-op threads in the server. 1 by default: with 2 threads the forward pass of a batch of
-    32 competed with the event loop on 2 cores and took about 5x longer (REST batch-32 876 -> 4,068 images/s,
-    gRPC batch-32 at 16 clients 1,804 -> 6,535 images/s)."""
+    """torch's intra-op threads in the server; 1 keeps the forward pass off the event loop's core."""
     debug: bool = Field(False, validation_alias="MLSERVER_DEBUG")
-    """MLServer's debug mode: an access-log line per request, DEBUG logging and tracebacks in error
-    answers. MLServer turns it on by default; off here, as in production: the log line and level checks
-    took about 6 % of a single-image request (py-spy), and tracebacks are not for clients."""
-    direct_path: bool = Field(True, validation_alias="SERVING_DIRECT_PATH")
+    """MLServer's debug mode: an access-log line per request, DEBUG logging and tracebacks in error answers.
+    MLServer turns it on by default; off here, as in production."""
+    direct_path: bool = Field(True, validation_alias="SANDBOX_SERVING_DIRECT_PATH")
     """Run a PyTorch model directly for requests that already match its signature, instead of through
     MLflow's pyfunc checks (services/serving/direct.py); other requests take MLflow's path either way."""
-    gc_freeze: bool = Field(True, validation_alias="SERVING_GC_FREEZE")
+    gc_freeze: bool = Field(True, validation_alias="SANDBOX_SERVING_GC_FREEZE")
     """Keep the loaded model and libraries out of the garbage collector's full passes (gc.freeze; see
-    services/serving/runtime.py): they stalled the server for about 140 ms each, the p99 under load."""
+    services/serving/runtime.py): they stalled the server for long pauses under load."""
     max_batch_size: int = Field(16, ge=0, le=1024, validation_alias="MLSERVER_MODEL_MAX_BATCH_SIZE")
-    """MLServer's adaptive batching: requests that arrive together are run as one batch of up to this
-    many requests (0 or 1: off). Measured: single images at 16 clients +50 % requests/s."""
+    """MLServer's adaptive batching: requests that arrive together run as one batch of up to this many
+    requests (0 or 1: off)."""
     max_batch_time: float = Field(0.0002, ge=0, le=1, validation_alias="MLSERVER_MODEL_MAX_BATCH_TIME")
-    """Seconds a request may wait for others to join its batch. Every lone request waits this long, so
-    it is kept well under the cost of one request (about 0.7 ms): 1 ms measured 3x slower for one client."""
-    env_manager: str = Field("local", validation_alias="SERVING_ENV_MANAGER")
-    """local: use this image's or venv's packages; virtualenv: build the model's own environment."""
-    registry_wait_seconds: float = Field(300.0, gt=0, validation_alias="SERVING_REGISTRY_WAIT_SECONDS")
-    """How long to wait for the tracking server and for the model version to exist."""
-    shutdown_grace_seconds: float = Field(10.0, gt=0, validation_alias="SHUTDOWN_GRACE_SECONDS")
-
-    @field_validator("model_ref")
-    @classmethod
-    def _check_ref(cls, value: str) -> str:
-        model_uri("x", value)  # raises ValueError with the accepted forms
-        return value.strip()
+    """Seconds a request may wait for others to join its batch. Every lone request waits this long, so it is
+    kept well under the cost of one request."""
+    env_manager: str = Field("local", validation_alias="SANDBOX_SERVING_ENV_MANAGER")
+    """`mlflow models serve --env-manager`: local uses this image's or venv's packages; virtualenv builds the
+    model's own environment from its logged requirements (needs pyenv and network access)."""
+    registry_wait_seconds: float = Field(300.0, gt=0, validation_alias="SANDBOX_SERVING_REGISTRY_WAIT_SECONDS")
+    """How long serving waits for the model version to exist in the registry (seconds)."""
+    shutdown_grace_seconds: float = Field(10.0, gt=0, validation_alias="SANDBOX_SHUTDOWN_GRACE_SECONDS")
+    """How long a service may take to stop before its process group is killed (seconds)."""
 
     @field_validator("env_manager")
     @classmethod
@@ -95,15 +91,6 @@ class ServingSettings(BaseSettings):
         if self.max_batch_size <= 1:
             return {}
         return {"max_batch_size": self.max_batch_size, "max_batch_time": self.max_batch_time}
-
-    @property
-    def model_uri(self) -> str:
-        return model_uri(self.model_name, self.model_ref)
-
-    @property
-    def follows(self) -> bool:
-        """Whether the reference can move (alias or stage), as opposed to a pinned version number."""
-        return not self.model_ref.isdigit()
 
     @property
     def url(self) -> str:

@@ -35,7 +35,7 @@ def test_benchmark_writes_a_table(tmp_path: Path, mnist_root: Path) -> None:
         "--profile",
         "--out",
         str(out),
-        env=module_env(MNIST_ROOT=str(mnist_root)),
+        env=module_env(SANDBOX_MNIST_ROOT=str(mnist_root)),
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

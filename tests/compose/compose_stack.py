@@ -13,12 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
-import grpc
-import numpy as np
 from mlflow.tracking import MlflowClient
-from mlserver.grpc import dataplane_pb2, dataplane_pb2_grpc
 
 from mlops_sandbox.v2 import V2Client
+from tests.support import host_port_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = Path(sys.executable).with_name("docker-compose")
@@ -28,22 +26,14 @@ MODEL_NAME = "pytorch_simplenn_mnist"
 BASE_IMAGE = "mlops-sandbox-base/python:3.11-bookworm"
 # The tags the smoke test builds, and removes when it is done.
 SMOKE_IMAGES = {
-    "MLFLOW_IMAGE": "mlops-sandbox-smoke/mlflow:test",
-    "ML_IMAGE": "mlops-sandbox-smoke/ml:test",
-    "SMOKE_S3_IMAGE": "mlops-sandbox-smoke/s3-rclone:test",
-    "SMOKE_POSTGRES_IMAGE": "mlops-sandbox-smoke/postgres:test",
+    "SANDBOX_MLFLOW_IMAGE": "mlops-sandbox-smoke/mlflow:test",
+    "SANDBOX_ML_IMAGE": "mlops-sandbox-smoke/ml:test",
+    "SANDBOX_S3_IMAGE": "mlops-sandbox-smoke/s3:test",
+    "SANDBOX_POSTGRES_IMAGE": "mlops-sandbox-smoke/postgres:test",
 }
-PORT_NAMES = (
-    "MLFLOW_PORT",
-    "MINIO_API_PORT",
-    "MINIO_CONSOLE_PORT",
-    "MLSERVER_HTTP_PORT",
-    "MLSERVER_GRPC_PORT",
-    "MLSERVER_METRICS_PORT",
-    "STAGING_HTTP_PORT",
-    "STAGING_GRPC_PORT",
-    "STAGING_METRICS_PORT",
-)
+# The wheelhouse that the image builds install from, served on the host (see the images fixture).
+WHEELHOUSE_PORT = 3141
+PORT_NAMES = host_port_names()
 
 
 def free_ports(count: int) -> list[int]:
@@ -79,18 +69,19 @@ class ComposeStack:
         self.settings = {
             **SMOKE_IMAGES,
             **{name: str(port) for name, port in self.ports.items()},
-            "PYTHON_IMAGE": BASE_IMAGE,
-            "PIP_NO_INDEX": "true",
-            "TORCH_INDEX_URL": "",
+            "SANDBOX_PYTHON_IMAGE": BASE_IMAGE,
+            "SANDBOX_SMOKE_WHEELHOUSE_URL": f"http://127.0.0.1:{WHEELHOUSE_PORT}/",
+            # No PyTorch index here: torch comes from the wheelhouse, PyPI's build.
+            "SANDBOX_TORCH_INDEX_URL": "",
             "AWS_ACCESS_KEY_ID": f"smoke{secrets.token_hex(4)}",
             "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
             "POSTGRES_PASSWORD": password,
-            "SMOKE_MNIST_DIR": str(self.mnist_dir),
+            "SANDBOX_SMOKE_MNIST_DIR": str(self.mnist_dir),
             # A quick model: 5000 images, one epoch (about 90 % test accuracy).
-            "TRAIN_LIMIT": "5000",
-            "TRAIN_EPOCHS": "1",
-            "PREDICT_IMAGES": "500",
-            "PREDICT_MIN_ACCURACY": "0.85",
+            "SANDBOX_TRAIN_LIMIT": "5000",
+            "SANDBOX_TRAIN_EPOCHS": "1",
+            "SANDBOX_PREDICT_IMAGES": "500",
+            "SANDBOX_MIN_ACCURACY": "0.85",
             "COMPOSE_PROFILES": "postgres" if self.backend == "postgres" else "",
         }
         if self.backend == "postgres":
@@ -109,7 +100,9 @@ class ComposeStack:
         self.settings.update(values)
         self.write_env()
 
-    def compose(self, *args: str, timeout: float = 1200, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def compose(
+        self, *args: str, timeout: float = 1200, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         argv = [
             str(COMPOSE),
             "--project-directory",
@@ -124,7 +117,9 @@ class ComposeStack:
             str(SMOKE_OVERRIDE),
             *args,
         ]
-        result = subprocess.run(argv, capture_output=True, text=True, env=compose_env(), timeout=timeout)
+        result = subprocess.run(
+            argv, capture_output=True, text=True, env={**compose_env(), **(env or {})}, timeout=timeout
+        )
         if check and result.returncode != 0:
             raise AssertionError(
                 f"docker compose {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
@@ -145,11 +140,11 @@ class ComposeStack:
     # --- clients, from the host through the published ports ------------------------------------------
     @property
     def mlflow_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['MLFLOW_PORT']}"
+        return f"http://127.0.0.1:{self.ports['SANDBOX_MLFLOW_PORT']}"
 
     @property
     def serving_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['MLSERVER_HTTP_PORT']}"
+        return f"http://127.0.0.1:{self.ports['SANDBOX_SERVING_HTTP_PORT']}"
 
     def mlflow(self) -> MlflowClient:
         return MlflowClient(tracking_uri=self.mlflow_url)
@@ -157,7 +152,7 @@ class ComposeStack:
     def s3(self):  # noqa: ANN201 - boto3 clients have no static type
         return boto3.client(
             "s3",
-            endpoint_url=f"http://127.0.0.1:{self.ports['MINIO_API_PORT']}",
+            endpoint_url=f"http://127.0.0.1:{self.ports['SANDBOX_S3_PORT']}",
             aws_access_key_id=self.settings["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=self.settings["AWS_SECRET_ACCESS_KEY"],
             region_name="us-east-1",
@@ -170,28 +165,9 @@ class ComposeStack:
     def rest(self) -> V2Client:
         return V2Client(self.serving_url, MODEL_NAME)
 
-    def grpc_digits(self, images: np.ndarray) -> np.ndarray:
-        """The served model's digits for `images`, over MLServer's V2 gRPC endpoint."""
-        batch = np.ascontiguousarray(images, dtype=np.float32)
-        request = dataplane_pb2.ModelInferRequest(
-            model_name=MODEL_NAME,
-            inputs=[
-                dataplane_pb2.ModelInferRequest.InferInputTensor(
-                    name="input-0",
-                    datatype="FP32",
-                    shape=list(batch.shape),
-                    contents=dataplane_pb2.InferTensorContents(fp32_contents=batch.ravel().tolist()),
-                )
-            ],
-        )
-        with grpc.insecure_channel(f"127.0.0.1:{self.ports['MLSERVER_GRPC_PORT']}") as channel:
-            response = dataplane_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
-        output = response.outputs[0]
-        if response.raw_output_contents:
-            values = np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
-        else:
-            values = np.asarray(output.contents.fp32_contents, dtype=np.float32)
-        return values.reshape(list(output.shape)).argmax(axis=1)
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.ports['SANDBOX_SERVING_GRPC_PORT']}"
 
 
 def image_exists(name: str) -> bool:

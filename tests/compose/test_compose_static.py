@@ -19,6 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
 SMOKE_OVERRIDE = ROOT / ".ci" / "compose.smoke.yaml"
+DOCKERFILE = ROOT / "infra" / "images" / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 COMPOSE = Path(sys.executable).with_name("docker-compose")
 # Variables that compose.yaml may read without listing them in .env.example: none.
@@ -84,7 +85,7 @@ def test_every_profile_is_valid(profile: str) -> None:
 def test_the_smoke_override_is_valid(profile: str, tmp_path: Path) -> None:
     env_file = tmp_path / "env"
     env_file.write_text(
-        ENV_EXAMPLE.read_text() + "SMOKE_S3_IMAGE=s3:test\nSMOKE_POSTGRES_IMAGE=pg:test\nSMOKE_MNIST_DIR=/tmp\n"
+        ENV_EXAMPLE.read_text() + "SANDBOX_SMOKE_WHEELHOUSE_URL=http://127.0.0.1:3141/\nSANDBOX_SMOKE_MNIST_DIR=/tmp\n"
     )
     args = ["--profile", profile] if profile else []
     result = compose(*args, "config", "-q", env_file=env_file, files=(COMPOSE_FILE, SMOKE_OVERRIDE))
@@ -93,11 +94,16 @@ def test_the_smoke_override_is_valid(profile: str, tmp_path: Path) -> None:
 
 def test_the_smoke_override_swaps_only_what_cannot_be_pulled() -> None:
     services = yaml.safe_load(SMOKE_OVERRIDE.read_text())["services"]
-    assert {name for name, service in services.items() if "image" in service} == {"minio", "postgres"}
-    # Everything else runs as users run it; training and predict only read MNIST from disk.
-    assert set(services) == {"minio", "postgres", "training", "predict"}
-    for name in ("training", "predict"):
-        assert set(services[name]) == {"environment", "volumes"}
+    assert {name for name, service in services.items() if "image" in service} == {"s3", "postgres"}
+    # Everything else runs as users run it: the builds only take their wheels from the wheelhouse, and
+    # training and predict read MNIST from disk.
+    assert set(services) == {"s3", "postgres", "mlflow", "training", "predict"}
+    assert set(services["mlflow"]) == {"build"}
+    assert set(services["training"]) == {"build", "environment", "volumes"}
+    assert set(services["predict"]) == {"environment", "volumes"}
+    for name in ("s3", "postgres", "mlflow", "training"):
+        assert services[name]["build"]["network"] == "host", name
+        assert services[name]["build"]["args"]["PIP_NO_INDEX"] == "1", name
 
 
 def test_every_variable_compose_reads_is_in_env_example() -> None:
@@ -108,7 +114,8 @@ def test_every_variable_compose_reads_is_in_env_example() -> None:
 
 def test_missing_credentials_fail_fast_with_a_readable_message(tmp_path: Path) -> None:
     env_file = tmp_path / "env"
-    env_file.write_text(re.sub(r"(?m)^AWS_SECRET_ACCESS_KEY=.*$", "AWS_SECRET_ACCESS_KEY=", ENV_EXAMPLE.read_text()))
+    example = ENV_EXAMPLE.read_text()
+    env_file.write_text(re.sub(r"(?m)^AWS_SECRET_ACCESS_KEY=.*$", "AWS_SECRET_ACCESS_KEY=", example))
     result = compose("config", "-q", env_file=env_file)
     assert result.returncode != 0
     assert "AWS_SECRET_ACCESS_KEY" in result.stderr and ".env" in result.stderr
@@ -125,7 +132,7 @@ def test_compose_yaml_holds_no_credentials() -> None:
 def test_every_long_running_service_has_a_healthcheck() -> None:
     services = full_config()["services"]
     long_running = {name for name, service in services.items() if service.get("restart", "no") != "no"}
-    assert {"minio", "mlflow", "postgres", "serving"} <= long_running
+    assert {"s3", "mlflow", "postgres", "serving"} <= long_running
     for name in long_running:
         check = services[name].get("healthcheck")
         assert check and not check.get("disable"), f"{name} runs until stopped but has no healthcheck"
@@ -171,10 +178,10 @@ def test_images_are_pinned_and_state_is_in_named_volumes() -> None:
 
 def test_mlflow_accepts_its_service_name_and_localhost_as_host() -> None:
     environment = full_config()["services"]["mlflow"]["environment"]
-    allowed = environment["MLFLOW_ALLOWED_HOSTS"].split(",")
+    allowed = environment["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     assert {"mlflow", "mlflow:*", "localhost", "localhost:*"} <= set(allowed)
     assert environment["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://mlflow/"
-    assert environment["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert environment["MLFLOW_S3_ENDPOINT_URL"] == "http://s3:9000"
 
 
 def test_serving_has_no_s3_credentials_and_stays_on_the_proxy() -> None:
@@ -198,11 +205,30 @@ def test_the_postgres_backend_is_one_uri_with_the_psycopg2_scheme(tmp_path: Path
     assert uri == "postgresql+psycopg2://mlflow:change-me-postgres-password@postgres:5432/mlflow"
 
 
-def test_dockerfiles_take_the_base_image_as_an_argument_and_run_as_uid_1000() -> None:
-    for dockerfile in (ROOT / "services/mlflow/Dockerfile", ROOT / "services/serving/Dockerfile"):
-        text = dockerfile.read_text()
-        assert "ARG PYTHON_IMAGE=python:3.11-slim" in text, dockerfile
-        assert text.count("FROM ${PYTHON_IMAGE}") == 2, dockerfile
-        assert "USER 1000:1000" in text, dockerfile
-        assert "RUN --mount" not in text and "# syntax=" not in text, f"{dockerfile} needs BuildKit"
+def test_one_dockerfile_builds_every_image_from_the_lock_as_uid_1000() -> None:
+    text = DOCKERFILE.read_text()
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
+    stages = re.findall(r"(?m)^FROM (\S+) AS (\S+)$", text)
+    assert [name for _, name in stages if not name.endswith(("venv", "build"))] == [
+        "base",
+        "mlflow",
+        "s3",
+        "ml",
+        "postgres",
+    ]
+    for extra in ("tracking", "s3", "ml"):
+        assert f"COPY infra/images/requirements/{extra}.txt" in text, extra
+    assert text.count("USER 1000:1000") == 3
+    assert "wheelhouse" not in text.split("\n# ---", 1)[1], "a wheelhouse must not travel in the build context"
+    assert "RUN --mount" not in text and "# syntax=" not in text, "the image builds need no BuildKit"
     assert (ROOT / ".dockerignore").is_file()
+
+
+def test_only_mlflow_and_training_build_and_the_others_share_their_images() -> None:
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    building = {name for name, service in services.items() if "build" in service}
+    assert building == {"mlflow", "training", "training-gpu"}
+    config = full_config()["services"]
+    assert config["create-bucket"]["image"] == config["mlflow"]["image"]
+    for name in ("serving", "serving-staging", "predict"):
+        assert config[name]["image"] == config["training"]["image"], name

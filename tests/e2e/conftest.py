@@ -50,8 +50,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
     tracking_uri = f"http://127.0.0.1:{mlflow_port}"
     server_env = module_env(
         **keys,
-        S3_SERVER_ADDRESS=f"127.0.0.1:{s3_port}",
-        S3_SERVER_DIR=str(root / "s3"),
+        SANDBOX_S3_SERVER_ADDRESS=f"127.0.0.1:{s3_port}",
+        SANDBOX_S3_SERVER_DIR=str(root / "s3"),
         MLFLOW_S3_ENDPOINT_URL=s3_endpoint,
         MLFLOW_ARTIFACTS_DESTINATION="s3://mlflow/",
         MLFLOW_BACKEND_STORE_URI=f"sqlite:///{root / 'mlflow.db'}",
@@ -65,7 +65,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
             server("mlflow", "services.mlflow.entrypoint", server_env, root, f"{tracking_uri}/health")
         )
 
-        client_env = module_env(MLFLOW_TRACKING_URI=tracking_uri, MNIST_ROOT=str(mnist_root))
+        client_env = module_env(MLFLOW_TRACKING_URI=tracking_uri, SANDBOX_MNIST_ROOT=str(mnist_root))
         result_file = root / "training.json"
         trained = run_module(
             "training.train",

@@ -6,7 +6,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from mlops_sandbox import registry
 from mlops_sandbox.gate import served_version, wait_until_served
 from mlops_sandbox.mnist import load_test_set
-from mlops_sandbox.v2 import infer_payload
+from mlops_sandbox.v2 import rest_request_body
 from tests.e2e.conftest import MODEL, Stack
 from tests.support import run_module
 
@@ -24,13 +23,15 @@ pytestmark = pytest.mark.e2e
 
 RELOAD_WINDOW = 10.0  # seconds after an alias move in which the old version may still answer
 
+JSON = {"Content-Type": "application/json"}
+
 
 @dataclass
 class LoadGenerator:
     """Constant load on loopback from a few threads, bounded in time and in request count."""
 
     url: str
-    payload: dict[str, Any]
+    body: bytes
     threads: int = 4
     max_requests: int = 50_000
     max_seconds: float = 300.0
@@ -46,7 +47,7 @@ class LoadGenerator:
                 return
             sent = time.monotonic()
             try:
-                response = session.post(self.url, json=self.payload, timeout=30)
+                response = session.post(self.url, data=self.body, headers=JSON, timeout=30)
             except requests.RequestException as err:
                 self.failures.append(f"{type(err).__name__}: {err}")
                 continue
@@ -77,7 +78,7 @@ def second_version(stack: Stack, mnist_root: Path) -> str:
         "1",
         "--alias",
         "staging",
-        env=stack.client_env(MNIST_ROOT=str(mnist_root)),
+        env=stack.client_env(SANDBOX_MNIST_ROOT=str(mnist_root)),
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     return registry.resolve_version(MlflowClient(stack.tracking_uri), MODEL, "@staging")
@@ -89,7 +90,7 @@ def test_ten_switches_under_load_fail_no_request(stack: Stack, second_version: s
     wait_until_served(stack.serving_url, MODEL, stack.version, timeout=RELOAD_WINDOW)
     moves: list[tuple[float, str]] = [(time.monotonic(), stack.version)]
     switch_times = []
-    with LoadGenerator(f"{stack.serving_url}/v2/models/{MODEL}/infer", infer_payload(images.numpy())) as load:
+    with LoadGenerator(f"{stack.serving_url}/v2/models/{MODEL}/infer", rest_request_body(images.numpy())) as load:
         time.sleep(1.0)
         for i in range(10):
             if i % 2 == 0:
@@ -123,7 +124,7 @@ def test_served_version_is_visible_in_response_metadata_and_metrics(stack: Stack
     current = registry.resolve_version(MlflowClient(stack.tracking_uri), MODEL, "@production")
     wait_until_served(stack.serving_url, MODEL, current, timeout=RELOAD_WINDOW)
     body = requests.post(
-        f"{stack.serving_url}/v2/models/{MODEL}/infer", json=infer_payload(images.numpy()), timeout=30
+        f"{stack.serving_url}/v2/models/{MODEL}/infer", data=rest_request_body(images.numpy()), headers=JSON, timeout=30
     ).json()
     assert body["model_version"] == current
     assert served_version(stack.serving_url, MODEL) == current

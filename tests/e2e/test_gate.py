@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 def staging_url(stack: Stack) -> Iterator[str]:
     port = free_port()
     env = stack.serving_env(
-        SERVING_MODEL_REF="@staging",
+        SANDBOX_MODEL_REF="@staging",
         MLSERVER_HTTP_PORT=str(port),
         MLSERVER_GRPC_PORT=str(free_port()),
         MLSERVER_METRICS_PORT=str(free_port()),
@@ -38,7 +38,9 @@ def staging_url(stack: Stack) -> Iterator[str]:
 def test_a_worse_candidate_is_rejected_and_production_is_unchanged(
     stack: Stack, staging_url: str, mnist_root: Path
 ) -> None:
-    env = stack.client_env(MNIST_ROOT=str(mnist_root), SERVING_URL=stack.serving_url, SERVING_STAGING_URL=staging_url)
+    env = stack.client_env(
+        SANDBOX_MNIST_ROOT=str(mnist_root), SANDBOX_SERVING_URL=stack.serving_url, SANDBOX_STAGING_URL=staging_url
+    )
     weak = run_module("training.train", "--train-limit", "2000", "--max-steps", "1", "--alias", "none", env=env)
     assert weak.returncode == 0, weak.stderr[-2000:]
     client = MlflowClient(stack.tracking_uri)
@@ -63,7 +65,9 @@ def test_a_worse_candidate_is_rejected_and_production_is_unchanged(
 def test_a_candidate_as_good_as_production_is_promoted(stack: Stack, staging_url: str, mnist_root: Path) -> None:
     client = MlflowClient(stack.tracking_uri)
     production = registry.resolve_version(client, MODEL, "@production")
-    env = stack.client_env(MNIST_ROOT=str(mnist_root), SERVING_URL=stack.serving_url, SERVING_STAGING_URL=staging_url)
+    env = stack.client_env(
+        SANDBOX_MNIST_ROOT=str(mnist_root), SANDBOX_SERVING_URL=stack.serving_url, SANDBOX_STAGING_URL=staging_url
+    )
     # The same version as production is, by definition, not worse than production.
     gated = run_module(
         "infra.ops.registry", "promote", production, "--to", "production", "--gate", "-n", "500", env=env

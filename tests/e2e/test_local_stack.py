@@ -9,42 +9,32 @@ import pytest
 import requests
 
 from mlops_sandbox.processes import group_alive
-from tests.support import module_env, run_module
+from tests.support import host_port_names, module_env, run_module
 from tools.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
 
 def test_up_down_up_serves_the_next_version_and_down_stops_everything(tmp_path: Path, mnist_root: Path) -> None:
-    names = (
-        "S3_PORT",
-        "MLFLOW_PORT",
-        "MLSERVER_HTTP_PORT",
-        "MLSERVER_GRPC_PORT",
-        "MLSERVER_METRICS_PORT",
-        "STAGING_HTTP_PORT",
-        "STAGING_GRPC_PORT",
-        "STAGING_METRICS_PORT",
-    )
-    ports = {name: free_port() for name in names}
+    ports = {name: free_port() for name in host_port_names()}
     env = module_env(
         SANDBOX_DIR=str(tmp_path / "sandbox"),
-        MNIST_ROOT=str(mnist_root),
-        TRAIN_LIMIT="5000",
-        TRAIN_EPOCHS="1",
+        SANDBOX_MNIST_ROOT=str(mnist_root),
+        SANDBOX_TRAIN_LIMIT="5000",
+        SANDBOX_TRAIN_EPOCHS="1",
         SANDBOX_PREDICT_IMAGES="500",
         SANDBOX_MIN_ACCURACY="0.85",
         **{name: str(port) for name, port in ports.items()},
     )
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_URI", "MLFLOW_BACKEND_STORE_URI"):
         env.pop(key, None)
-    serving = f"http://127.0.0.1:{ports['MLSERVER_HTTP_PORT']}/v2/models/pytorch_simplenn_mnist"
+    serving = f"http://127.0.0.1:{ports['SANDBOX_SERVING_HTTP_PORT']}/v2/models/pytorch_simplenn_mnist"
     run_dir = tmp_path / "sandbox" / "run"
     try:
         first = run_module("infra.local.stack", "up", env=env)
         assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
         assert "The sandbox is up" in first.stdout
-        assert f"http://127.0.0.1:{ports['MLFLOW_PORT']}" in first.stdout
+        assert f"http://127.0.0.1:{ports['SANDBOX_MLFLOW_PORT']}" in first.stdout
         assert "served version 1" in first.stdout
         assert requests.get(f"{serving}/ready", timeout=5).status_code == 200
         logs = {p.name for p in (tmp_path / "sandbox" / "logs").iterdir()}
@@ -65,7 +55,7 @@ def test_up_down_up_serves_the_next_version_and_down_stops_everything(tmp_path: 
         assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
         assert "version 2 is now @production (was version 1)" in second.stdout
         assert "served version 2" in second.stdout
-        staging = f"http://127.0.0.1:{ports['STAGING_HTTP_PORT']}/v2/models/pytorch_simplenn_mnist"
+        staging = f"http://127.0.0.1:{ports['SANDBOX_STAGING_HTTP_PORT']}/v2/models/pytorch_simplenn_mnist"
         assert requests.get(f"{staging}/ready", timeout=5).status_code == 200
 
         rehearsal = run_module("infra.local.stack", "rehearse", env=env)
@@ -82,7 +72,9 @@ def test_up_down_up_serves_the_next_version_and_down_stops_everything(tmp_path: 
         assert "rehearsal passed" in rehearsal.stdout
 
         listing = run_module(
-            "infra.ops.registry", "list", env=dict(env, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{ports['MLFLOW_PORT']}")
+            "infra.ops.registry",
+            "list",
+            env=dict(env, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{ports['SANDBOX_MLFLOW_PORT']}"),
         )
         rows = [line.split()[:2] for line in listing.stdout.splitlines()[1:]]
         # The rehearsal staged version 3, promoted it over 2, and rolled back to 2.

@@ -16,7 +16,7 @@ import requests
 
 from mlops_sandbox.mnist import load_test_set
 from mlops_sandbox.s3 import s3_client
-from mlops_sandbox.v2 import V2Client, infer_payload
+from mlops_sandbox.v2 import V2Client, rest_request_body
 from tests.e2e.conftest import MODEL, Stack
 from tests.support import PROJECT_ROOT, PYTHON, assert_sigterm_stops_supervised_group, run_module
 from tools.ports import free_port
@@ -42,7 +42,7 @@ def test_served_model_predicts_real_digits(stack: Stack, test_images: tuple[np.n
 
 
 def test_predict_cli_reports_accuracy_and_enforces_the_threshold(stack: Stack, mnist_root: Path) -> None:
-    env = stack.client_env(MNIST_ROOT=str(mnist_root))
+    env = stack.client_env(SANDBOX_MNIST_ROOT=str(mnist_root))
     ok = run_module(
         "infra.ops.predict", "--serving-url", stack.serving_url, "-n", "500", "--min-accuracy", "0.85", env=env
     )
@@ -54,7 +54,17 @@ def test_predict_cli_reports_accuracy_and_enforces_the_threshold(stack: Stack, m
     assert strict.returncode == 1 and "below the required" in strict.stderr
 
 
-TUTORIAL = """
+def test_grpc_answers_as_rest_does(stack: Stack, mnist_root: Path) -> None:
+    env = stack.client_env(SANDBOX_MNIST_ROOT=str(mnist_root))
+    rest = run_module("infra.ops.predict", "--serving-url", stack.serving_url, "-n", "300", env=env)
+    grpc_address = f"127.0.0.1:{stack.grpc_port}"
+    grpc = run_module("infra.ops.predict", "--serving-url", grpc_address, "--protocol", "grpc", "-n", "300", env=env)
+    assert rest.returncode == 0 and grpc.returncode == 0, rest.stderr + grpc.stderr
+    summary = rest.stdout.split(": ", 1)[1].split(";")[0]  # accuracy 0.93 (279/300 test images), served version 1
+    assert summary in grpc.stdout and grpc.stdout.startswith(f"grpc://{grpc_address}")
+
+
+LOAD_SNIPPET = """
 import mlflow
 model_name = "pytorch_simplenn_mnist"
 model_version = {version}
@@ -62,14 +72,14 @@ model = mlflow.pytorch.load_model(model_uri=f"models:/{{model_name}}/{{model_ver
 """
 
 
-def test_tutorial_load_snippet_and_every_uri_form(stack: Stack, mnist_root: Path, tmp_path: Path) -> None:
+def test_mlflow_load_model_snippet_and_every_uri_form(stack: Stack, mnist_root: Path, tmp_path: Path) -> None:
     # A fresh interpreter in an empty folder, with no S3 credentials: artifacts come through the server.
     run_id = requests.get(
         f"{stack.tracking_uri}/api/2.0/mlflow/model-versions/get",
         params={"name": MODEL, "version": stack.version},
         timeout=10,
     ).json()["model_version"]["run_id"]
-    script = TUTORIAL.format(version=stack.version) + textwrap.dedent(f"""
+    script = LOAD_SNIPPET.format(version=stack.version) + textwrap.dedent(f"""
         import torch
         from torchvision import datasets
         test = datasets.MNIST({str(mnist_root)!r}, train=False, download=False)
@@ -125,7 +135,9 @@ def test_malformed_requests_get_an_error_and_the_server_stays_up(
     assert 400 <= response.status_code < 500, f"bad input is the client's error: {response.status_code} {response.text}"
     assert response.json(), "the answer says what is wrong"
     images, labels = test_images
-    after = requests.post(url, json=infer_payload(images[:5]), timeout=30)
+    after = requests.post(
+        url, data=rest_request_body(images[:5]), headers={"Content-Type": "application/json"}, timeout=30
+    )
     assert after.status_code == 200
     assert requests.get(f"{stack.serving_url}/v2/models/{MODEL}/ready", timeout=5).status_code == 200
 
@@ -145,7 +157,9 @@ def test_tracking_server_accepts_the_compose_host_name_and_refuses_others(stack:
 
 def test_serving_waits_boundedly_for_a_missing_model_and_names_it(stack: Stack) -> None:
     env = stack.serving_env(
-        SERVING_MODEL_REF="@no-such-alias", SERVING_REGISTRY_WAIT_SECONDS="3", MLSERVER_HTTP_PORT=str(free_port())
+        SANDBOX_MODEL_REF="@no-such-alias",
+        SANDBOX_SERVING_REGISTRY_WAIT_SECONDS="3",
+        MLSERVER_HTTP_PORT=str(free_port()),
     )
     began = time.monotonic()
     done = run_module("services.serving.entrypoint", env=env, timeout=120)
@@ -160,7 +174,7 @@ def test_sigterm_stops_the_whole_serving_process_group(stack: Stack) -> None:
         MLSERVER_HTTP_PORT=str(http_port),
         MLSERVER_GRPC_PORT=str(free_port()),
         MLSERVER_METRICS_PORT=str(free_port()),
-        SERVING_MODEL_REF=stack.version,
+        SANDBOX_MODEL_REF=stack.version,
     )
     log = open(stack.root / "serving-sigterm.log", "wb")
     proc = subprocess.Popen(

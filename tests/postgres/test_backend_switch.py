@@ -39,7 +39,7 @@ def _server_env(tmp_path: Path, backend: str, **extra: str) -> tuple[dict[str, s
 def test_unreachable_postgres_names_the_host_and_starts_nothing(tmp_path: Path) -> None:
     closed = free_port()
     env, port = _server_env(
-        tmp_path, f"postgresql+psycopg2://mlflow:secret@127.0.0.1:{closed}/mlflow", MLFLOW_DEPENDENCY_WAIT_SECONDS="3"
+        tmp_path, f"postgresql+psycopg2://mlflow:secret@127.0.0.1:{closed}/mlflow", SANDBOX_DEPENDENCY_WAIT_SECONDS="3"
     )
     began = time.monotonic()
     result = run_module("services.mlflow.entrypoint", env=env, timeout=60)

@@ -54,7 +54,7 @@ def test_eight_jobs_at_once_lose_nothing(
     env = module_env(
         MLFLOW_BACKEND_STORE_URI=store, MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path / "artifacts"), MLFLOW_PORT=str(port)
     )
-    job_env = module_env(MLFLOW_TRACKING_URI=url, MNIST_ROOT=str(mnist_root), OMP_NUM_THREADS="1")
+    job_env = module_env(MLFLOW_TRACKING_URI=url, SANDBOX_MNIST_ROOT=str(mnist_root), OMP_NUM_THREADS="1")
     with server("mlflow", "services.mlflow.entrypoint", env, tmp_path, f"{url}/health"):
         began = time.monotonic()
         jobs = []
@@ -89,9 +89,8 @@ def test_eight_jobs_at_once_lose_nothing(
     results = [json.loads((tmp_path / f"job-{index}.json").read_text()) for index in range(JOBS)]
     engine = sqlalchemy.create_engine(store)
     with engine.connect() as conn:
-        stored: dict[str, int] = dict(
-            conn.execute(sqlalchemy.text("SELECT run_uuid, COUNT(*) FROM metrics GROUP BY run_uuid")).tuples().all()
-        )
+        rows = conn.execute(sqlalchemy.text("SELECT run_uuid, COUNT(*) FROM metrics GROUP BY run_uuid")).all()
+        stored: dict[str, int] = {str(run): int(count) for run, count in rows}
         params: dict[str, dict[str, str]] = {}
         for run_uuid, key, value in conn.execute(sqlalchemy.text("SELECT run_uuid, key, value FROM params")):
             params.setdefault(run_uuid, {})[key] = value

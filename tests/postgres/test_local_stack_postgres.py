@@ -19,17 +19,22 @@ def test_local_stack_up_keeps_runs_and_registry_in_postgres(
 ) -> None:
     ports = {
         name: free_port()
-        for name in ("MLFLOW_PORT", "MLSERVER_HTTP_PORT", "MLSERVER_GRPC_PORT", "MLSERVER_METRICS_PORT")
+        for name in (
+            "SANDBOX_MLFLOW_PORT",
+            "SANDBOX_SERVING_HTTP_PORT",
+            "SANDBOX_SERVING_GRPC_PORT",
+            "SANDBOX_SERVING_METRICS_PORT",
+        )
     }
     sandbox = tmp_path / "sandbox"
     env = module_env(
         MLFLOW_BACKEND_STORE_URI=postgres_uri,
         SANDBOX_DIR=str(sandbox),
         SANDBOX_ARTIFACT_STORE="local",
-        MNIST_ROOT=str(mnist_root),
-        TRAIN_LIMIT="3000",
-        TRAIN_EPOCHS="1",
-        TRAIN_HIDDEN_SIZES="64",
+        SANDBOX_MNIST_ROOT=str(mnist_root),
+        SANDBOX_TRAIN_LIMIT="3000",
+        SANDBOX_TRAIN_EPOCHS="1",
+        SANDBOX_TRAIN_HIDDEN_SIZES="64",
         SANDBOX_PREDICT_IMAGES="200",
         SANDBOX_MIN_ACCURACY="0.6",
         **{name: str(port) for name, port in ports.items()},

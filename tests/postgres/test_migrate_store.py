@@ -51,7 +51,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
         MLFLOW_ARTIFACTS_DESTINATION=str(root / "artifacts"),
         MLFLOW_PORT=str(port),
     )
-    client_env = module_env(MLFLOW_TRACKING_URI=url, MNIST_ROOT=str(mnist_root), OMP_NUM_THREADS="1")
+    client_env = module_env(MLFLOW_TRACKING_URI=url, SANDBOX_MNIST_ROOT=str(mnist_root), OMP_NUM_THREADS="1")
     run_ids = []
     with server("mlflow", "services.mlflow.entrypoint", env, root, f"{url}/health"):
         for seed in range(3):

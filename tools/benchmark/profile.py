@@ -3,7 +3,7 @@
 MLServer answers REST and gRPC and runs the model (parallel_workers=0) on one asyncio event loop in one
 process, so that loop's thread is the server's critical path. The sampled stacks of that thread are put
 into stages by the first rule that matches. Each stage's share of the samples, times the CPU time that
-thread used in the same window (from /proc), divided by the requests answered, is its cost in
+thread used in the same window (psutil), divided by the requests answered, is its cost in
 microseconds per request. Other threads (gRPC's C core, the metrics server) and idle waits are not counted.
 
 py-spy pauses the process for each sample (without pausing, fast-changing stacks come back torn and are
@@ -13,7 +13,6 @@ rate is kept low to keep that small, and the throughput during profiling is prin
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from tools.benchmark.load import Measurement
 
@@ -77,9 +78,9 @@ class Profile:
 
 
 def thread_cpu_seconds(pid: int) -> float:
-    """utime + stime of the process's main thread (the thread whose id is the pid)."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of the process's main thread (the thread whose id is the pid)."""
+    main = next(thread for thread in psutil.Process(pid).threads() if thread.id == pid)
+    return main.user_time + main.system_time
 
 
 def stage_of(stack: str) -> str:

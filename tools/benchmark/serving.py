@@ -4,14 +4,14 @@
 
     (a) in-process: mlflow.pyfunc.load_model(...).predict(images), no server (the limit)
     (b) stock `mlflow models serve` scoring server
-    (c) stock tutorial command `mlflow models serve --env-manager local --enable-mlserver`, MLServer defaults
+    (c) the stock command `mlflow models serve --env-manager local --enable-mlserver`, MLServer defaults
     (d) this project's serving as shipped (python -m services.serving.entrypoint): V2 REST and V2 gRPC
 
 For each: requests/s, images/s, p50 and p99 latency, for one image and a batch of 32 per request, at 1 and
 16 concurrent clients (closed loop); cold start to ready; RSS of the server's whole process tree. REST load
 comes from wrk (apt install wrk), gRPC load from an asyncio client that sends pre-serialized requests
 (its CPU cost per request is printed with the results). Without --tracking-uri, it starts a throwaway MLflow
-server and trains the shipped model architecture on a slice of MNIST (MNIST_ROOT). Writes
+server and trains the shipped model architecture on a slice of MNIST (SANDBOX_MNIST_ROOT). Writes
 <out>/serving-benchmark.md and <out>/serving-benchmark.png. Everything runs on loopback and is stopped at the end.
 
 With --profile, (d) is also run once more per profiled case under py-spy, and the table says where the
@@ -25,97 +25,27 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from functools import cached_property, partial
 from pathlib import Path
 
 import mlflow
 import numpy as np
-import requests
-from mlserver.grpc import dataplane_pb2 as pb
 
-from mlops_sandbox.v2 import infer_payload
+from mlops_sandbox.v2 import rest_request_body
 from tools.benchmark import load, profile, servers
 from tools.benchmark.load import Measurement
 from tools.benchmark.profile import Profile
 from tools.benchmark.report import Row, Server, chart, markdown
-from tools.ports import free_port
+from tools.benchmark.setup import check_grpc, check_rest, grpc_request, throwaway_registry
 
 MODEL = "pytorch_simplenn_mnist"
 CONFIGS = ("a", "b", "c", "d")
-
-
-@contextmanager
-def throwaway_registry(work: Path, train_limit: int) -> Iterator[tuple[str, str]]:
-    """A temporary MLflow server with one trained version of the model aliased @production."""
-    port = free_port()
-    env = servers.clean_env(
-        f"http://127.0.0.1:{port}",
-        MLFLOW_BACKEND_STORE_URI=f"sqlite:///{work / 'mlflow.db'}",
-        MLFLOW_ARTIFACTS_DESTINATION=str(work / "artifacts"),
-        MLFLOW_PORT=str(port),
-    )
-    tracking_uri = env["MLFLOW_TRACKING_URI"]
-    argv = [servers.PYTHON, "-m", "services.mlflow.entrypoint"]
-    with servers.started("mlflow", argv, env, f"{tracking_uri}/health", work):
-        result = work / "training.json"
-        trained = subprocess.run(
-            [
-                servers.PYTHON,
-                "-m",
-                "training.train",
-                "--train-limit",
-                str(train_limit),
-                "--epochs",
-                "1",
-                "--alias",
-                "production",
-                "--output-json",
-                str(result),
-            ],
-            env=env,
-            cwd=str(servers.PROJECT_ROOT),
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if trained.returncode != 0:
-            raise RuntimeError(f"training failed:\n{trained.stdout[-2000:]}\n{trained.stderr[-3000:]}")
-        yield tracking_uri, json.loads(result.read_text())["version"]
-
-
-def grpc_request(model: str, images: np.ndarray) -> bytes:
-    """A V2 ModelInferRequest carrying the batch as raw little-endian FP32 bytes (no per-element encoding)."""
-    tensor = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=list(images.shape))
-    request = pb.ModelInferRequest(model_name=model, inputs=[tensor], raw_input_contents=[images.tobytes()])
-    return request.SerializeToString()
-
-
-def check_rest(url: str, body: bytes, batch: int) -> None:
-    """One request before measuring: the server must answer it with `batch` predictions, not an error."""
-    response = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
-    if response.status_code != 200:
-        raise RuntimeError(f"POST {url} answered {response.status_code}: {response.text[:500]}")
-    answer = response.json()
-    predictions = answer["outputs"][0]["shape"][0] if "outputs" in answer else len(answer["predictions"])
-    if predictions != batch:
-        raise RuntimeError(f"POST {url} returned {predictions} predictions for {batch} images")
-
-
-def check_grpc(target: str, request: bytes, batch: int) -> None:
-    import grpc
-
-    with grpc.insecure_channel(target) as channel:
-        infer = channel.unary_unary(load.GRPC_INFER, response_deserializer=pb.ModelInferResponse.FromString)
-        answer = infer(request, timeout=60)
-    if answer.outputs[0].shape[0] != batch:
-        raise RuntimeError(f"gRPC {target} returned shape {list(answer.outputs[0].shape)} for {batch} images")
 
 
 class Bench:
@@ -156,7 +86,7 @@ class Bench:
     @cached_property
     def v2_bodies(self) -> dict[int, bytes]:
         """V2 JSON request bodies by batch size, serialized once for every server."""
-        return {batch: json.dumps(infer_payload(images)).encode() for batch, images in self.images.items()}
+        return {batch: rest_request_body(images) for batch, images in self.images.items()}
 
     @cached_property
     def grpc_requests(self) -> dict[int, bytes]:

@@ -42,8 +42,8 @@ def test_supervised_entrypoint_stops_its_whole_group_on_sigterm() -> None:
         from mlops_sandbox.processes import run_supervised
         sys.exit(run_supervised([sys.executable, "-c", {PARENT!r}], env={{}}, grace=5, name="test"))
     """)
-    proc = subprocess.Popen([sys.executable, "-c", supervisor], stdout=subprocess.PIPE, text=True)
-    time.sleep(1.5)
-    assert_sigterm_stops_supervised_group(proc, timeout=20)
-    assert proc.stdout is not None
-    assert "stopping process group" in proc.stdout.read()
+    with subprocess.Popen([sys.executable, "-c", supervisor], stdout=subprocess.PIPE, text=True) as proc:
+        time.sleep(1.5)
+        assert_sigterm_stops_supervised_group(proc, timeout=20)
+        assert proc.stdout is not None
+        assert "stopping process group" in proc.stdout.read()

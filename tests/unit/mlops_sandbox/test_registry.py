@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from infra.ops.registry import main as cli
 from mlops_sandbox import registry
+from mlops_sandbox.references import model_uri
 
 NAME = "pytorch_simplenn_mnist"
-
-
-@pytest.fixture()
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    experiment = client.create_experiment("registry-test", artifact_location=str(tmp_path / "artifacts"))
-    client.create_registered_model(NAME)
-    for accuracy in (0.95, 0.97, 0.98):
-        run = client.create_run(experiment)
-        client.log_metric(run.info.run_id, "test_accuracy", accuracy)
-        client.set_terminated(run.info.run_id)
-        client.create_model_version(NAME, source=str(tmp_path / "m"), run_id=run.info.run_id)
-    return client
 
 
 def stages(client: MlflowClient) -> dict[str, str]:
@@ -113,13 +94,13 @@ def test_references_resolve_to_versions(client: MlflowClient) -> None:
     ],
 )
 def test_model_uris(ref: str, uri: str) -> None:
-    assert registry.model_uri(NAME, ref) == uri
+    assert model_uri(NAME, ref) == uri
 
 
 @pytest.mark.parametrize("ref", ["0", "-1", "@", "@bad alias", "canary", ""])
 def test_invalid_references_are_refused(ref: str) -> None:
     with pytest.raises(ValueError):
-        registry.model_uri(NAME, ref)
+        model_uri(NAME, ref)
 
 
 def test_lineage_table_links_versions_to_runs_and_experiment(client: MlflowClient) -> None:
@@ -132,16 +113,3 @@ def test_lineage_table_links_versions_to_runs_and_experiment(client: MlflowClien
     assert rows[0].run_id == client.get_model_version(NAME, "3").run_id
     table = registry.format_lineage(rows)
     assert table.splitlines()[0].split()[:5] == ["version", "stage", "aliases", "run_id", "experiment"]
-
-
-def test_cli_promote_rollback_list(client: MlflowClient, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(["promote", "1", "--to", "production"]) == 0
-    assert cli(["promote", "2", "--to", "Production"]) == 0
-    assert "version 2 is now @production (was version 1)" in capsys.readouterr().out
-    assert cli(["rollback"]) == 0
-    assert "version 1 is now @production (was version 2)" in capsys.readouterr().out
-    assert cli(["list"]) == 0
-    listing = capsys.readouterr().out.splitlines()
-    assert listing[3].split()[:3] == ["1", "Production", "production"]
-    assert cli(["promote", "7", "--to", "staging"]) == 1
-    assert "does not exist" in capsys.readouterr().err

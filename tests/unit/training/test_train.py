@@ -11,6 +11,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from mlops_sandbox.settings import TrackingClientSettings
 from training.settings import TrainingSettings
 from training.train import TrainingResult, run
 
@@ -20,13 +21,13 @@ QUICK: dict[str, Any] = {"train_limit": 3_000, "epochs": 2, "hidden_sizes": (64,
 @pytest.fixture()
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_root: Path) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MNIST_ROOT", str(mnist_root))
+    monkeypatch.setenv("SANDBOX_MNIST_ROOT", str(mnist_root))
     monkeypatch.chdir(tmp_path)  # the default artifact root (./mlruns) lands in the temp folder
     return uri
 
 
 def train(uri: str, **overrides: Any) -> TrainingResult:
-    return run(TrainingSettings(tracking_uri=uri, **{**QUICK, **overrides}))
+    return run(TrainingSettings(tracking=TrackingClientSettings(tracking_uri=uri), **{**QUICK, **overrides}))
 
 
 def test_a_run_logs_everything_and_registers_a_version(store: str) -> None:

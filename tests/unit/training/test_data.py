@@ -15,7 +15,7 @@ def test_missing_files_without_download_name_the_variable_and_files(tmp_path: Pa
     with pytest.raises(MnistUnavailable) as err:
         load_mnist(tmp_path, download=False, val_size=100, seed=0)
     message = str(err.value)
-    assert "MNIST_ROOT" in message
+    assert "SANDBOX_MNIST_ROOT" in message
     assert "train-images-idx3-ubyte" in message and "t10k-labels-idx1-ubyte" in message
     assert str(tmp_path) in message
 
@@ -23,26 +23,26 @@ def test_missing_files_without_download_name_the_variable_and_files(tmp_path: Pa
 def test_failed_download_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A mirror on a closed loopback port: the download fails the way it does on an offline machine.
     monkeypatch.setattr(datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
-    with pytest.raises(MnistUnavailable, match="downloading failed.*MNIST_ROOT"):
+    with pytest.raises(MnistUnavailable, match="downloading failed.*SANDBOX_MNIST_ROOT"):
         load_mnist(tmp_path, download=True, val_size=100, seed=0)
 
 
 def test_training_cli_exits_nonzero_with_one_clear_message(tmp_path: Path, monkeypatch, capsys) -> None:
     from training.train import main
 
-    monkeypatch.setenv("MNIST_ROOT", str(tmp_path / "nowhere"))
-    monkeypatch.setenv("MNIST_DOWNLOAD", "false")
+    monkeypatch.setenv("SANDBOX_MNIST_ROOT", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("SANDBOX_MNIST_DOWNLOAD", "false")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert main([]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: MNIST is not available") and "MNIST_ROOT" in err
+    assert err.startswith("error: MNIST is not available") and "SANDBOX_MNIST_ROOT" in err
 
 
 def test_the_root_is_mnist_root_or_data_mnist_and_never_a_folder_of_some_machine(monkeypatch) -> None:
-    monkeypatch.delenv("MNIST_ROOT", raising=False)
-    assert MnistSettings().mnist_root == Path("data/mnist")
-    monkeypatch.setenv("MNIST_ROOT", "/srv/mnist")
-    assert MnistSettings().mnist_root == Path("/srv/mnist")
+    monkeypatch.delenv("SANDBOX_MNIST_ROOT", raising=False)
+    assert MnistSettings().root == Path("data/mnist")
+    monkeypatch.setenv("SANDBOX_MNIST_ROOT", "/srv/mnist")
+    assert MnistSettings().root == Path("/srv/mnist")
 
 
 def test_splits_follow_the_input_contract_and_the_seed(mnist_root: Path) -> None:
@@ -60,5 +60,5 @@ def test_splits_follow_the_input_contract_and_the_seed(mnist_root: Path) -> None
 
 def test_train_limit_and_bad_val_size(mnist_root: Path) -> None:
     assert len(load_mnist(mnist_root, download=False, val_size=100, seed=0, train_limit=500).train_x) == 500
-    with pytest.raises(ValueError, match="TRAIN_VAL_SIZE"):
+    with pytest.raises(ValueError, match="SANDBOX_TRAIN_VAL_SIZE"):
         load_mnist(mnist_root, download=False, val_size=60_000, seed=0)

@@ -123,7 +123,7 @@ def test_bad_input_is_a_client_error_with_the_reason(saved_model: Path, payload:
 
 def test_settings_reach_mlserver_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLSERVER_MODEL_MAX_BATCH_SIZE", "8")
-    monkeypatch.setenv("SERVING_DIRECT_PATH", "false")
+    monkeypatch.setenv("SANDBOX_SERVING_DIRECT_PATH", "false")
     settings = ServingSettings()
     store = ModelStore(tmp_path, "digits", settings.server_settings, settings.runtime_settings, settings.model_settings)
     (tmp_path / "versions" / "4").mkdir(parents=True)

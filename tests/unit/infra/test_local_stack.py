@@ -1,0 +1,47 @@
+"""The local stack's configuration: .env read as compose reads it, and each process's environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from infra.local.settings import LocalStackSettings
+from infra.local.stack import Stack, read_env_file
+
+
+def test_env_file_is_read_as_compose_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("SANDBOX_MLFLOW_PORT=5055\nSANDBOX_S3_BUCKET=runs\nSANDBOX_DIR=${HOME}/sandbox\n")
+    monkeypatch.setenv("HOME", "/home/u")
+    monkeypatch.setenv("SANDBOX_S3_BUCKET", "mine")  # the environment wins over .env, as in compose
+    for name in ("SANDBOX_MLFLOW_PORT", "SANDBOX_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    assert read_env_file(env_file)
+    settings = LocalStackSettings()
+    assert (settings.stack.mlflow_port, settings.stack.s3_bucket) == (5055, "mine")
+    assert settings.sandbox_dir == Path("/home/u/sandbox")
+    assert not read_env_file(tmp_path / "missing.env")
+    for name in ("SANDBOX_MLFLOW_PORT", "SANDBOX_DIR"):
+        os.environ.pop(name, None)
+
+
+def test_each_process_is_told_where_the_others_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SANDBOX_DIR", str(tmp_path))
+    monkeypatch.setenv("SANDBOX_SERVING_HTTP_PORT", "18080")
+    monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", "")  # as .env.example leaves it
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    stack = Stack(LocalStackSettings())
+    mlflow = stack.env("mlflow")
+    assert mlflow["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert mlflow["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://mlflow/"
+    assert mlflow["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert mlflow["AWS_SECRET_ACCESS_KEY"] == stack.env("s3")["AWS_SECRET_ACCESS_KEY"], "one generated key pair"
+    assert (tmp_path / "s3-credentials.json").stat().st_mode & 0o077 == 0
+    staging, production = stack.env("serving-staging"), stack.env("serving")
+    assert staging["SANDBOX_MODEL_REF"] == "@staging" and "SANDBOX_MODEL_REF" not in production
+    assert production["MLSERVER_HTTP_PORT"] == "18080" and staging["MLSERVER_HTTP_PORT"] == "8090"
+    assert stack.env("training")["SANDBOX_SERVING_URL"] == "http://127.0.0.1:18080"
+    assert "AWS_SECRET_ACCESS_KEY" not in stack.env("training"), "clients need no object-store credentials"

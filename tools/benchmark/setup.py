@@ -1,0 +1,88 @@
+"""What a benchmark run needs before it measures: a registry with a trained model, and requests that work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import requests
+from tritonclient.grpc import service_pb2 as pb
+
+from mlops_sandbox.v2 import INPUT_NAME
+from tools.benchmark import load, servers
+from tools.ports import free_port
+
+
+@contextmanager
+def throwaway_registry(work: Path, train_limit: int) -> Iterator[tuple[str, str]]:
+    """A temporary MLflow server with one trained version of the model aliased @production."""
+    port = free_port()
+    env = servers.clean_env(
+        f"http://127.0.0.1:{port}",
+        MLFLOW_BACKEND_STORE_URI=f"sqlite:///{work / 'mlflow.db'}",
+        MLFLOW_ARTIFACTS_DESTINATION=str(work / "artifacts"),
+        MLFLOW_PORT=str(port),
+    )
+    tracking_uri = env["MLFLOW_TRACKING_URI"]
+    argv = [servers.PYTHON, "-m", "services.mlflow.entrypoint"]
+    with servers.started("mlflow", argv, env, f"{tracking_uri}/health", work):
+        result = work / "training.json"
+        trained = subprocess.run(
+            [
+                servers.PYTHON,
+                "-m",
+                "training.train",
+                "--train-limit",
+                str(train_limit),
+                "--epochs",
+                "1",
+                "--alias",
+                "production",
+                "--output-json",
+                str(result),
+            ],
+            env=env,
+            cwd=str(servers.PROJECT_ROOT),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if trained.returncode != 0:
+            raise RuntimeError(f"training failed:\n{trained.stdout[-2000:]}\n{trained.stderr[-3000:]}")
+        yield tracking_uri, json.loads(result.read_text())["version"]
+
+
+def grpc_request(model: str, images: np.ndarray) -> bytes:
+    """A V2 ModelInferRequest (tritonclient's protocol classes) carrying the float32 batch (N, 1, 28, 28) as raw
+    little-endian bytes, serialized once: the load generator then sends bytes, and no client library spends, per
+    request, CPU time that the benchmark would count against the server."""
+    tensor = pb.ModelInferRequest.InferInputTensor(name=INPUT_NAME, datatype="FP32", shape=list(images.shape))
+    batch = np.ascontiguousarray(images, dtype="<f4")
+    return pb.ModelInferRequest(
+        model_name=model, inputs=[tensor], raw_input_contents=[batch.tobytes()]
+    ).SerializeToString()
+
+
+def check_rest(url: str, body: bytes, batch: int) -> None:
+    """One request before measuring: the server must answer it with `batch` predictions, not an error."""
+    response = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+    if response.status_code != 200:
+        raise RuntimeError(f"POST {url} answered {response.status_code}: {response.text[:500]}")
+    answer = response.json()
+    predictions = answer["outputs"][0]["shape"][0] if "outputs" in answer else len(answer["predictions"])
+    if predictions != batch:
+        raise RuntimeError(f"POST {url} returned {predictions} predictions for {batch} images")
+
+
+def check_grpc(target: str, request: bytes, batch: int) -> None:
+    import grpc
+
+    with grpc.insecure_channel(target) as channel:
+        infer = channel.unary_unary(load.GRPC_INFER, response_deserializer=pb.ModelInferResponse.FromString)
+        answer = infer(request, timeout=60)
+    if answer.outputs[0].shape[0] != batch:
+        raise RuntimeError(f"gRPC {target} returned shape {list(answer.outputs[0].shape)} for {batch} images")
