@@ -23,7 +23,6 @@ from mlops_sandbox.references import MODEL_NAME_PATTERN, model_uri
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-PREFIX = "SANDBOX_"
 PLACEHOLDER = "change-me"
 """Every secret in .env.example starts with this, and is refused outside the local sandbox."""
 PER_PROCESS: dict[str, Any] = {"per_process": True}
