@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Create or update the project's virtual environment in .venv (idempotent, fast when up to date).
 # Python 3.11 or 3.12 is required (MLServer 1.7.1 does not support 3.13); 3.11 is preferred.
-# It installs exactly what the lock pins (infra/images/requirements/dev.txt, exported from uv.lock), then the
+# It installs exactly what the lock pins (infra/images/requirements/dev*.txt, exported from uv.lock), then the
 # project itself in editable mode, without dependencies.
+#
+# torch comes from SANDBOX_TORCH_INDEX_URL, PyTorch's CPU wheels by default (about 1 GB installed). Where that
+# index cannot be reached, or with SANDBOX_TORCH_INDEX_URL set empty, it comes from PyPI, whose Linux build
+# carries NVIDIA's CUDA libraries (several GB more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LOCKED=infra/images/requirements/dev.txt
+TORCH_INDEX=${SANDBOX_TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}
 
 pick_python() {
   if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
@@ -19,16 +23,34 @@ pick_python() {
   exit 1
 }
 
+reachable() {  # reachable URL: the index answers within 10 s
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)' "$1" >/dev/null 2>&1
+}
+
 if [ ! -x .venv/bin/python ]; then
   "$(pick_python)" -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
 fi
-# Reinstall only when the dependencies changed.
-stamp=.venv/.installed-$(cat pyproject.toml "$LOCKED" | sha256sum | cut -c1-16)
-if [ ! -e "$stamp" ]; then
-  echo "installing the locked dependencies into .venv (torch is several GB: a few minutes)"
-  .venv/bin/python -m pip install --quiet -r "$LOCKED"
-  .venv/bin/python -m pip install --quiet --no-deps -e .
-  rm -f .venv/.installed-*
-  touch "$stamp"
+REQUIREMENTS=infra/images/requirements
+stamp_of() {  # stamp_of VARIANT: the file that says .venv holds exactly this lock, with cpu or cuda torch
+  local locked=$REQUIREMENTS/dev.txt
+  [ "$1" = cpu ] && locked=$REQUIREMENTS/dev-cpu.txt
+  echo ".venv/.installed-$(cat pyproject.toml "$locked" | sha256sum | cut -c1-16)-$1"
+}
+# Up to date with either variant: nothing to do (and no index to ask).
+if [ -e "$(stamp_of cpu)" ] || [ -e "$(stamp_of cuda)" ]; then
+  exit 0
 fi
+if [ -n "$TORCH_INDEX" ] && reachable "$TORCH_INDEX/torch/"; then
+  variant=cpu
+  echo "installing the locked dependencies into .venv, torch from $TORCH_INDEX (a few minutes)"
+  .venv/bin/python -m pip install --quiet --extra-index-url "$TORCH_INDEX" -r "$REQUIREMENTS/dev-cpu.txt"
+else
+  variant=cuda
+  [ -n "$TORCH_INDEX" ] && echo "note: $TORCH_INDEX cannot be reached: torch comes from PyPI, with its CUDA libraries (several GB more)"
+  echo "installing the locked dependencies into .venv (torch is several GB: a few minutes)"
+  .venv/bin/python -m pip install --quiet -r "$REQUIREMENTS/dev.txt"
+fi
+.venv/bin/python -m pip install --quiet --no-deps -e .
+rm -f .venv/.installed-*
+touch "$(stamp_of "$variant")"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from mlops_sandbox.settings import PLACEHOLDER, SandboxSettings
+from mlops_sandbox.settings import IN_ENV_EXAMPLE, PLACEHOLDER, SandboxSettings
 
 
 class StackSettings(SandboxSettings):
@@ -52,8 +52,8 @@ class StackSettings(SandboxSettings):
 class ComposeSettings(SandboxSettings):
     """What only compose.yaml reads: the images it builds or pulls, its profiles, PostgreSQL's account."""
 
-    compose_profiles: str = Field("", validation_alias="COMPOSE_PROFILES")
-    """Compose's own: optional profiles to switch on, comma-separated: postgres, predict, gpu. Empty: none."""
+    compose_profiles: str = Field("", validation_alias="COMPOSE_PROFILES", json_schema_extra=IN_ENV_EXAMPLE)
+    """Compose's own: optional profiles to switch on, comma-separated: postgres, predict, tools, gpu. Empty: none."""
     mlflow_image: str = Field("mlops-sandbox/mlflow:0.1.0", validation_alias="SANDBOX_MLFLOW_IMAGE")
     """Tag of the tracking-server image that compose builds (target mlflow of infra/images/Dockerfile)."""
     ml_image: str = Field("mlops-sandbox/ml:0.1.0", validation_alias="SANDBOX_ML_IMAGE")
@@ -68,7 +68,8 @@ class ComposeSettings(SandboxSettings):
     python_image: str = Field("python:3.11-slim", validation_alias="SANDBOX_PYTHON_IMAGE")
     """The base of every Python image: Python 3.11 with venv."""
     torch_index_url: str = Field("https://download.pytorch.org/whl/cpu", validation_alias="SANDBOX_TORCH_INDEX_URL")
-    """Where the ML image gets torch: PyTorch's CPU wheels. Empty: PyPI's CUDA builds (several GB more)."""
+    """Where the ML image and the venv (infra/bootstrap.sh) get torch: PyTorch's CPU wheels. Empty, or for the venv
+    an index it cannot reach: PyPI's build, which on Linux carries NVIDIA's CUDA libraries (about 4 GB more)."""
     torch_gpu_index_url: str = Field(
         "https://download.pytorch.org/whl/cu128", validation_alias="SANDBOX_TORCH_GPU_INDEX_URL"
     )
@@ -79,11 +80,9 @@ class ComposeSettings(SandboxSettings):
         SecretStr(f"{PLACEHOLDER}-postgres-password"),
         validation_alias="POSTGRES_PASSWORD",
         examples=[f"{PLACEHOLDER}-postgres-password"],
+        json_schema_extra=IN_ENV_EXAMPLE,
     )
     """The postgres image's own: that user's password. Compose requires it even without the profile. Keep it
     URL-safe: it goes into MLFLOW_BACKEND_STORE_URI."""
     postgres_db: str = Field("mlflow", validation_alias="POSTGRES_DB")
     """The postgres image's own: the database it creates."""
-    train_only_if_missing: bool = Field(False, validation_alias="SANDBOX_TRAIN_ONLY_IF_MISSING")
-    """true: the compose training job skips training when SANDBOX_MODEL_REF already names a version, so
-    `docker compose up` serves the existing model. false: every `up` trains and promotes a new version."""

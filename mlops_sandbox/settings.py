@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 PLACEHOLDER = "change-me"
 """Every secret in .env.example starts with this, and is refused outside the local sandbox."""
+IN_ENV_EXAMPLE: dict[str, Any] = {"env_example": True}
+"""Marks one of the few settings that .env.example lists: the ones a user must set, or sets first."""
 PER_PROCESS: dict[str, Any] = {"per_process": True}
 """Marks a field that compose and the local stack set for each process (its address, its port in the
 container): documented, but not a line of .env.example."""
@@ -106,7 +108,7 @@ class TrackingClientSettings(SandboxSettings):
 class MnistSettings(SandboxSettings):
     """Where MNIST's files are (the training job, predict, the gate and the rehearsal read the same ones)."""
 
-    root: Path = Field(Path("data/mnist"), validation_alias="SANDBOX_MNIST_ROOT")
+    root: Path = Field(Path("data/mnist"), validation_alias="SANDBOX_MNIST_ROOT", json_schema_extra=IN_ENV_EXAMPLE)
     """A torchvision root that holds MNIST/raw/*-ubyte, relative to the folder the command runs in."""
     download: bool = Field(True, validation_alias="SANDBOX_MNIST_DOWNLOAD")
     """Download MNIST into the root when its files are missing (needs internet access once)."""
@@ -134,12 +136,18 @@ class ArtifactStoreSettings(SandboxSettings):
     s3_endpoint_url: str | None = Field(None, validation_alias="MLFLOW_S3_ENDPOINT_URL", json_schema_extra=PER_PROCESS)
     """The S3 API of the object store; unset: AWS S3."""
     aws_access_key_id: SecretStr | None = Field(
-        None, validation_alias="AWS_ACCESS_KEY_ID", examples=[f"{PLACEHOLDER}-access-key"]
+        None,
+        validation_alias="AWS_ACCESS_KEY_ID",
+        examples=[f"{PLACEHOLDER}-access-key"],
+        json_schema_extra=IN_ENV_EXAMPLE,
     )
     """Credentials of the object store (MinIO's root user). Only the tracking server, the bucket job and the
     S3 server use them: clients download artifacts through the tracking server."""
     aws_secret_access_key: SecretStr | None = Field(
-        None, validation_alias="AWS_SECRET_ACCESS_KEY", examples=[f"{PLACEHOLDER}-sandbox-secret"]
+        None,
+        validation_alias="AWS_SECRET_ACCESS_KEY",
+        examples=[f"{PLACEHOLDER}-sandbox-secret"],
+        json_schema_extra=IN_ENV_EXAMPLE,
     )
     """The secret key (MinIO's root password: at least 8 characters)."""
     dependency_wait_seconds: float = Field(60.0, gt=0, validation_alias="SANDBOX_DEPENDENCY_WAIT_SECONDS")

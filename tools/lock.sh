@@ -5,8 +5,8 @@
 #
 # uv.lock pins every package, transitive ones too, for every platform the project supports. The exports in
 # infra/images/requirements/ are what pip installs: tracking.txt (mlflow image), s3.txt (s3 image), ml.txt
-# (ml image) and dev.txt (the venv of bash infra/bootstrap.sh). ml.txt leaves out the NVIDIA libraries that
-# PyPI's Linux torch wheel needs: the images take CPU wheels of torch, which need none.
+# (ml image), and dev.txt or dev-cpu.txt (the venv of bash infra/bootstrap.sh). ml.txt and dev-cpu.txt leave
+# out the NVIDIA libraries that PyPI's Linux torch wheel needs: PyTorch's CPU wheels need none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV=${UV:-.venv/bin/uv}
@@ -29,6 +29,8 @@ write_all() {  # write_all DIR
   # shellcheck disable=SC2046  # one option per package
   export_to "$1/ml.txt" --extra ml $(cuda_packages)
   export_to "$1/dev.txt" --extra dev
+  # shellcheck disable=SC2046
+  export_to "$1/dev-cpu.txt" --extra dev $(cuda_packages)
 }
 
 if [ "${1:-}" = --check ]; then
@@ -47,4 +49,4 @@ if [ "${1:-}" = --check ]; then
 fi
 "$UV" lock "$@"
 write_all "$OUT"
-echo "locked: uv.lock and $OUT/{tracking,s3,ml,dev}.txt" >&2
+echo "locked: uv.lock and $OUT/{tracking,s3,ml,dev,dev-cpu}.txt" >&2

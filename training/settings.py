@@ -30,6 +30,14 @@ class TrainingSettings(SandboxSettings):
     mnist: MnistSettings = composed(MnistSettings, "SANDBOX_TRAINING_MNIST")
     experiment_name: str = Field("mnist-simplenn", min_length=1, validation_alias="MLFLOW_EXPERIMENT_NAME")
     """The MLflow experiment that training runs are logged to."""
+    system_metrics: bool = Field(True, validation_alias="MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING")
+    """Log the machine's CPU, memory and disk use with the run (MLflow's system metrics), so that the run page
+    shows what training cost."""
+    system_metrics_interval: float = Field(
+        1.0, gt=0, le=600, validation_alias="MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"
+    )
+    """Seconds between two samples of the system metrics. MLflow's default of 10 s would give a 15 s training
+    run one or two points."""
     register_alias: str = Field("staging", validation_alias="SANDBOX_REGISTER_ALIAS")
     """Alias (and matching stage) given to each new version: staging, production, or none."""
 

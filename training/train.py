@@ -60,7 +60,8 @@ def run(settings: TrainingSettings) -> TrainingResult:
     client = connect(settings.tracking)
     experiment = mlflow.set_experiment(settings.experiment_name)
     model = build_model(settings.hidden_sizes, settings.dropout, settings.seed)
-    with mlflow.start_run() as active:
+    mlflow.set_system_metrics_sampling_interval(settings.system_metrics_interval)
+    with mlflow.start_run(log_system_metrics=settings.system_metrics) as active:
         commit = git_commit()
         if commit:
             mlflow.set_tag("mlflow.source.git.commit", commit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, model_validator
 
-from mlops_sandbox.settings import PER_PROCESS, ArtifactStoreSettings
+from mlops_sandbox.settings import IN_ENV_EXAMPLE, PER_PROCESS, ArtifactStoreSettings
 
 # MLflow >= 3.5 answers 403 "Invalid Host header" to any Host not listed, and setting the list replaces
 # its defaults, so localhost and the compose service name are both listed (with any port).
@@ -19,7 +19,8 @@ class TrackingServerSettings(ArtifactStoreSettings):
         validation_alias="MLFLOW_BACKEND_STORE_URI",
         examples=[""],
         json_schema_extra={
-            "example_comment": "postgresql+psycopg2://${POSTGRES_USER}:${POSTGRES_PASSWORD}@postgres:5432/${POSTGRES_DB}"
+            **IN_ENV_EXAMPLE,
+            "example_comment": "postgresql+psycopg2://${POSTGRES_USER:-mlflow}:${POSTGRES_PASSWORD}@postgres:5432/${POSTGRES_DB:-mlflow}",
         },
     )
     """Runs and the registry: sqlite:///PATH, or postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB. Unset: SQLite

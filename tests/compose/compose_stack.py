@@ -87,7 +87,7 @@ class ComposeStack:
         if self.backend == "postgres":
             # The one line .env.example tells users to uncomment, with the variables compose fills in.
             self.settings["MLFLOW_BACKEND_STORE_URI"] = (
-                "postgresql+psycopg2://${POSTGRES_USER}:${POSTGRES_PASSWORD}@postgres:5432/${POSTGRES_DB}"
+                "postgresql+psycopg2://${POSTGRES_USER:-mlflow}:${POSTGRES_PASSWORD}@postgres:5432/${POSTGRES_DB:-mlflow}"
             )
         self.write_env()
 

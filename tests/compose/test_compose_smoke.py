@@ -202,28 +202,17 @@ def test_the_compose_stack_trains_serves_and_survives_a_restart(
             assert psql(stack, "select count(*) from model_versions") == "1"
 
         assert_serving_predicts(stack, x, y)
-        # --no-deps: serving is up; without it, compose would run the training job again first.
-        predict = stack.compose("run", "--rm", "--no-deps", "predict", timeout=600)
+        # As the README runs it: no --no-deps, since the training job trains only when nothing is registered.
+        predict = stack.compose("run", "--rm", "predict", timeout=600)
         assert "accuracy" in predict.stdout, predict.stdout
+        assert [v.version for v in client.search_model_versions(f"name = '{MODEL_NAME}'")] == ["1"]
+        listing = stack.compose("run", "--rm", "cli", "list", timeout=600)
+        rows = [line.split() for line in listing.stdout.splitlines() if line.startswith("1 ")]
+        assert rows and rows[0][:3] == ["1", "Production", "production,staging"], listing.stdout
 
         # The deployment rehearsal, inside the compose network: version 2 is trained and staged, gated
         # through serving-staging, promoted, served by serving, rolled back, and version 1 is served again.
-        rehearsal = stack.compose(
-            "run",
-            "--rm",
-            "--no-deps",
-            "-e",
-            "SANDBOX_SERVING_URL=http://serving:8080",
-            "-e",
-            "SANDBOX_STAGING_URL=http://serving-staging:8080",
-            "training",
-            "python",
-            "-m",
-            "infra.ops.rehearsal",
-            "-n",
-            "500",
-            timeout=900,
-        )
+        rehearsal = stack.compose("run", "--rm", "cli", "rehearse", "-n", "500", timeout=900)
         assert "rehearsal passed" in rehearsal.stdout, rehearsal.stdout + rehearsal.stderr
         assert client.get_model_version_by_alias(MODEL_NAME, "production").version == "1"
         assert client.get_model_version(MODEL_NAME, "2").tags["gate.outcome"] == "promoted"
@@ -231,11 +220,10 @@ def test_the_compose_stack_trains_serves_and_survives_a_restart(
         before = snapshot(stack)
         stack.compose("down", timeout=300)
         assert not stack.compose("ps", "-a", "-q").stdout.strip()
-        # The documented way to serve what exists without retraining.
-        stack.set(SANDBOX_TRAIN_ONLY_IF_MISSING="true")
+        # A restart serves what the registry has: `up` trains only when nothing is registered yet.
         stack.compose("up", "--detach", "--wait", "--wait-timeout", "900", timeout=1200)
         training_log = stack.logs("training")
-        assert "not retraining" in training_log, training_log
+        assert "@production is version 1: nothing to train" in training_log, training_log
         assert snapshot(stack) == before
         assert_serving_predicts(stack, x, y)
     finally:

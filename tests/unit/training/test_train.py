@@ -15,7 +15,14 @@ from mlops_sandbox.settings import TrackingClientSettings
 from training.settings import TrainingSettings
 from training.train import TrainingResult, run
 
-QUICK: dict[str, Any] = {"train_limit": 3_000, "epochs": 2, "hidden_sizes": (64,), "val_size": 1_000}
+# A short run: system metrics are sampled every 0.2 s so that even this one gets some.
+QUICK: dict[str, Any] = {
+    "train_limit": 3_000,
+    "epochs": 2,
+    "hidden_sizes": (64,),
+    "val_size": 1_000,
+    "system_metrics_interval": 0.2,
+}
 
 
 @pytest.fixture()
@@ -43,6 +50,8 @@ def test_a_run_logs_everything_and_registers_a_version(store: str) -> None:
     assert all(i.dataset.digest for i in run.inputs.dataset_inputs)
     plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert plots == {"plots/curves.png", "plots/confusion_matrix.png"}
+    # MLflow's system metrics, sampled while the run lasts.
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
 
     version = client.get_model_version("pytorch_simplenn_mnist", result.version)
     assert version.run_id == result.run_id

@@ -1,0 +1,58 @@
+"""`sandbox`: one command for the whole sandbox, with subcommands, as MLflow's own CLI is organised.
+
+    sandbox up | down | status          # the local stack (bash infra/sandbox.sh does the same)
+    sandbox train [--alias production]  # train and register a new version
+    sandbox list | promote 3 --to production [--gate] | rollback | resolve @production
+    sandbox predict [--serving-url http://127.0.0.1:8080]
+    sandbox rehearse                    # the deployment rehearsal, against running endpoints
+
+Each subcommand runs the project's module for it (`python -m training.train`, `python -m infra.ops.registry`,
+...) with the remaining arguments, so `sandbox train --help` is the training job's own help, and the
+`python -m` forms keep working. Installed as a console script by pyproject.toml ([project.scripts]).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# subcommand -> (module, arguments put before the user's, one line of help)
+SUBCOMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "up": ("infra.local.stack", ("up",), "start the local stack: S3, MLflow, train, promote, serve, predict"),
+    "down": ("infra.local.stack", ("down",), "stop what `up` started; the data stays"),
+    "status": ("infra.local.stack", ("status",), "what of the local stack runs"),
+    "train": ("training.train", (), "train and register a new version (--alias production to serve it)"),
+    "list": ("infra.ops.registry", ("list",), "every version with its stage, aliases, run and metrics"),
+    "promote": ("infra.ops.registry", ("promote",), "point @staging or @production at a version (--gate)"),
+    "rollback": ("infra.ops.registry", ("rollback",), "@production back to the version it replaced"),
+    "resolve": ("infra.ops.registry", ("resolve",), "the version an alias, stage or number points at"),
+    "predict": ("infra.ops.predict", (), "accuracy on MNIST test images, in-process or from a V2 endpoint"),
+    "rehearse": ("infra.ops.rehearsal", (), "train, stage, gate, promote, verify, roll back, verify"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in SUBCOMMANDS.items()]
+    return "usage: sandbox SUBCOMMAND [ARGS...]   (sandbox SUBCOMMAND --help for its own options)\n\n" + "\n".join(
+        lines
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Replace this process with `python -m MODULE ARGS` for the subcommand; 2 with the usage for a wrong one."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if args else 2
+    if args[0] not in SUBCOMMANDS:
+        print(f"sandbox: no subcommand {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module, first, _ = SUBCOMMANDS[args[0]]
+    # exec, not a child: signals (Ctrl+C, docker stop) and the exit code go straight to the module.
+    os.execv(sys.executable, [sys.executable, "-m", module, *first, *args[1:]])
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())
