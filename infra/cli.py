@@ -8,13 +8,18 @@
 
 Each subcommand runs the project's module for it (`python -m training.train`, `python -m infra.ops.registry`,
 ...) with the remaining arguments, so `sandbox train --help` is the training job's own help, and the
-`python -m` forms keep working. Installed as a console script by pyproject.toml ([project.scripts]).
+`python -m` forms keep working. Like compose, and like the local stack, it first reads `.env` in the current
+folder: a variable already set in the environment wins. Installed as a console script by pyproject.toml
+([project.scripts]).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+
+from dotenv import load_dotenv
 
 # subcommand -> (module, arguments put before the user's, one line of help)
 SUBCOMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -49,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sandbox: no subcommand {args[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module, first, _ = SUBCOMMANDS[args[0]]
+    load_dotenv(Path.cwd() / ".env", override=False, interpolate=True)
     # exec, not a child: signals (Ctrl+C, docker stop) and the exit code go straight to the module.
     os.execv(sys.executable, [sys.executable, "-m", module, *first, *args[1:]])
     return 0  # not reached

@@ -90,12 +90,14 @@ class V2Client:
             return f"grpc://{self.url} ({self.model})"
         return f"{self.url}/v2/models/{self.model}/infer"
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, method: str, *args: Any) -> Any:
+        # gRPC calls wait forever unless told otherwise; REST ones time out by the client's network_timeout.
+        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
         try:
             return getattr(self.client, method)(*args, **kwargs)
         except InferenceServerException as err:
             raise InferenceError(f"{self.infer_url}: {err.message()} (status {err.status()})") from err
-        except OSError as err:  # connection refused or reset, timeouts (gevent's and socket's)
+        except OSError as err:  # connection refused or reset, REST timeouts (gevent's and socket's)
             raise InferenceError(f"{self.infer_url}: {err}") from err
 
     def ready(self) -> bool:

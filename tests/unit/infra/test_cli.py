@@ -1,0 +1,37 @@
+"""The `sandbox` command: each subcommand runs its module, with .env read as compose reads it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra import cli
+
+
+def test_a_subcommand_runs_its_module_with_the_users_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(cli.os, "execv", lambda path, argv: calls.append(argv))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("SANDBOX_MODEL_NAME=from_dot_env\nSANDBOX_MODEL_REF=@staging\n")
+    monkeypatch.setenv("SANDBOX_MODEL_REF", "3")  # the environment wins over .env
+    monkeypatch.delenv("SANDBOX_MODEL_NAME", raising=False)
+    cli.main(["promote", "@staging", "--to", "production", "--gate"])
+    assert calls == [
+        [sys.executable, "-m", "infra.ops.registry", "promote", "@staging", "--to", "production", "--gate"]
+    ]
+    assert os.environ["SANDBOX_MODEL_NAME"] == "from_dot_env" and os.environ["SANDBOX_MODEL_REF"] == "3"
+    monkeypatch.delenv("SANDBOX_MODEL_NAME")
+    cli.main(["train", "--alias", "production"])
+    assert calls[-1][2:] == ["training.train", "--alias", "production"]
+
+
+def test_unknown_or_missing_subcommands_print_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["deploy"]) == 2
+    assert "no subcommand 'deploy'" in capsys.readouterr().err
+    assert cli.main([]) == 2
+    assert cli.main(["--help"]) == 0
+    usage = capsys.readouterr().out
+    assert all(name in usage for name in ("up", "train", "promote", "rollback", "list", "rehearse"))
