@@ -143,6 +143,7 @@ def up(stack: Stack, *, train: bool) -> None:
     print(
         f"\nThe sandbox is up ({time.monotonic() - began:.0f} s).\n"
         f"  MLflow UI and tracking:  {mlflow_url}\n"
+        f"  Model registry:          {mlflow_url}/#/models/{model.name}\n"
         f"  Inference (V2 REST):     {serving_url}/v2/models/{model.name}/infer\n"
         f"  Inference (V2 gRPC):     {s.host}:{ports.serving_grpc_port}\n"
         f"  Staging (V2 REST):       {staging_url}/v2/models/{model.name}/infer (@staging)\n"

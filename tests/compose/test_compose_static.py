@@ -102,10 +102,10 @@ def test_the_smoke_override_swaps_only_what_cannot_be_pulled() -> None:
     assert {name for name, service in services.items() if "image" in service} == {"s3", "postgres"}
     # Everything else runs as users run it: the builds only take their wheels from the wheelhouse, and
     # training and predict read MNIST from disk.
-    assert set(services) == {"s3", "postgres", "mlflow", "training", "predict"}
+    assert set(services) == {"s3", "postgres", "mlflow", "training", "predict", "cli"}
     assert set(services["mlflow"]) == {"build"}
     assert set(services["training"]) == {"build", "environment", "volumes"}
-    assert set(services["predict"]) == {"environment", "volumes"}
+    assert set(services["predict"]) == set(services["cli"]) == {"environment", "volumes"}
     for name in ("s3", "postgres", "mlflow", "training"):
         assert services[name]["build"]["network"] == "host", name
         assert services[name]["build"]["args"]["PIP_NO_INDEX"] == "1", name

@@ -42,6 +42,9 @@ def fresh_copy(target: Path) -> Path:
 
 
 def test_the_documented_commands_run_as_written(tmp_path: Path, mnist_root: Path) -> None:
+    # The copy shares this checkout's .venv: bring it up to date here first, so that the copy's bootstrap finds
+    # nothing to do (installing from the copy would point the venv's editable install at it).
+    subprocess.run(["bash", "infra/bootstrap.sh"], cwd=PROJECT_ROOT, check=True, timeout=1800)
     busy = [port for port in PORTS if socket.socket().connect_ex(("127.0.0.1", port)) == 0]
     assert not busy, f"the documented commands use ports {busy}, which another program holds: stop it first"
     checkout = fresh_copy(tmp_path / "mlops-sandbox")
@@ -63,3 +66,10 @@ def test_the_documented_commands_run_as_written(tmp_path: Path, mnist_root: Path
         subprocess.run(["bash", "infra/sandbox.sh", "down"], cwd=checkout, env=env, capture_output=True, timeout=300)
     print(f"\nran {len(ran)} documented blocks: {', '.join(ran)}")
     assert len(ran) >= 9
+    installed = subprocess.run(
+        [str(PROJECT_ROOT / ".venv/bin/python"), "-c", "import mlops_sandbox; print(mlops_sandbox.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert installed.stdout.startswith(str(PROJECT_ROOT)), f"the venv's project moved to {installed.stdout}"

@@ -142,6 +142,17 @@ def test_malformed_requests_get_an_error_and_the_server_stays_up(
     assert requests.get(f"{stack.serving_url}/v2/models/{MODEL}/ready", timeout=5).status_code == 200
 
 
+def test_versioned_paths_answer_404_and_the_version_is_in_every_answer_instead(
+    stack: Stack, test_images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    # docs/operations.md, "Versioned V2 paths", says why: one unversioned model is reloaded in place.
+    body = rest_request_body(test_images[0][:1])
+    versioned = f"{stack.serving_url}/v2/models/{MODEL}/versions/{stack.version}/infer"
+    answer = requests.post(versioned, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+    assert answer.status_code == 404, answer.text
+    assert V2Client(stack.serving_url, MODEL).infer(test_images[0][:1]).model_version is not None
+
+
 def test_prometheus_metrics_count_inferences(stack: Stack, test_images: tuple[np.ndarray, np.ndarray]) -> None:
     V2Client(stack.serving_url, MODEL).infer(test_images[0][:2])
     metrics = requests.get(stack.metrics_url, timeout=10).text

@@ -14,6 +14,8 @@ from infra import cli
 def test_a_subcommand_runs_its_module_with_the_users_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[str]] = []
     monkeypatch.setattr(cli.os, "execv", lambda path, argv: calls.append(argv))
+    # .env is loaded into os.environ itself: give the test an environment of its own to load it into.
+    monkeypatch.setattr(os, "environ", dict(os.environ))
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("SANDBOX_MODEL_NAME=from_dot_env\nSANDBOX_MODEL_REF=@staging\n")
     monkeypatch.setenv("SANDBOX_MODEL_REF", "3")  # the environment wins over .env
@@ -23,7 +25,6 @@ def test_a_subcommand_runs_its_module_with_the_users_arguments(tmp_path: Path, m
         [sys.executable, "-m", "infra.ops.registry", "promote", "@staging", "--to", "production", "--gate"]
     ]
     assert os.environ["SANDBOX_MODEL_NAME"] == "from_dot_env" and os.environ["SANDBOX_MODEL_REF"] == "3"
-    monkeypatch.delenv("SANDBOX_MODEL_NAME")
     cli.main(["train", "--alias", "production"])
     assert calls[-1][2:] == ["training.train", "--alias", "production"]
 
