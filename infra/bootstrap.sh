@@ -2,7 +2,9 @@
 # Create or update the project's virtual environment in .venv (idempotent, fast when up to date).
 # Python 3.11 or 3.12 is required (MLServer 1.7.1 does not support 3.13); 3.11 is preferred.
 # It installs exactly what the lock pins (infra/images/requirements/dev*.txt, exported from uv.lock), then the
-# project itself in editable mode, without dependencies. pip runs doubly quiet: only errors reach the terminal.
+# project itself in editable mode, without dependencies. pip runs doubly quiet (only errors reach the terminal)
+# and does not byte-compile: Python compiles each module when it is first imported, and the install takes
+# about 75 s instead of 125 s (measured here).
 #
 # torch comes from SANDBOX_TORCH_INDEX_URL, PyTorch's CPU wheels by default. Where that
 # index cannot be reached, or with SANDBOX_TORCH_INDEX_URL set empty, it comes from PyPI, whose Linux build
@@ -44,12 +46,12 @@ fi
 if [ -n "$TORCH_INDEX" ] && reachable "$TORCH_INDEX/torch/"; then
   variant=cpu
   echo "installing the locked dependencies into .venv, torch from $TORCH_INDEX (a few minutes)"
-  .venv/bin/python -m pip install --quiet --quiet --extra-index-url "$TORCH_INDEX" -r "$REQUIREMENTS/dev-cpu.txt"
+  .venv/bin/python -m pip install --quiet --quiet --no-compile --extra-index-url "$TORCH_INDEX" -r "$REQUIREMENTS/dev-cpu.txt"
 else
   variant=cuda
   [ -n "$TORCH_INDEX" ] && echo "note: $TORCH_INDEX cannot be reached: torch comes from PyPI, with its CUDA libraries (several GB more)"
   echo "installing the locked dependencies into .venv (torch is several GB: a few minutes)"
-  .venv/bin/python -m pip install --quiet --quiet -r "$REQUIREMENTS/dev.txt"
+  .venv/bin/python -m pip install --quiet --quiet --no-compile -r "$REQUIREMENTS/dev.txt"
 fi
 .venv/bin/python -m pip install --quiet --quiet --no-deps -e .
 rm -f .venv/.installed-*

@@ -82,19 +82,21 @@ class Processes:
             return None
         return Running(name, pid, recorded)
 
-    def start(self, name: str, argv: list[str], ready_url: str, *, timeout: float, any_answer: bool = False) -> None:
-        """Start a long-running service unless it already runs, then wait until GET `ready_url` answers 200
-        (or answers at all, with `any_answer`). StackError when it exits during start-up,
-        DependencyUnavailable when it is not ready within `timeout` seconds."""
+    def start(self, name: str, argv: list[str]) -> None:
+        """Start a long-running service unless it already runs (see `wait_ready`)."""
         if (existing := self.running(name)) is not None:
             print(f"  {name}: already running (pid {existing.pid})")
-        else:
-            with open(self.log(name), "ab") as log:
-                log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}\n".encode())
-                log.flush()
-                child = start_group(argv, env=self.env(name), stdout=log.fileno(), cwd=str(PROJECT_ROOT))
-            self._pidfile(name).write_text(json.dumps({"pid": child.pid, "start": start_time(child.pid)}))
-            print(f"  {name}: started (pid {child.pid}), log {self.log(name)}")
+            return
+        with open(self.log(name), "ab") as log:
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}\n".encode())
+            log.flush()
+            child = start_group(argv, env=self.env(name), stdout=log.fileno(), cwd=str(PROJECT_ROOT))
+        self._pidfile(name).write_text(json.dumps({"pid": child.pid, "start": start_time(child.pid)}))
+        print(f"  {name}: started (pid {child.pid}), log {self.log(name)}")
+
+    def wait_ready(self, name: str, ready_url: str, *, timeout: float, any_answer: bool = False) -> None:
+        """Wait until GET `ready_url` answers 200 (or answers at all, with `any_answer`). StackError when the
+        service exits meanwhile, DependencyUnavailable when it is not ready within `timeout` seconds."""
         probe = (lambda: requests.get(ready_url, timeout=3)) if any_answer else http_ok(ready_url)
 
         def ready() -> None:

@@ -109,17 +109,13 @@ def up(stack: Stack, *, train: bool) -> None:
     if s.artifact_store == "s3":
         run.check_port("s3", ports.s3_port)
         # rclone answers 403 to an unsigned request once it is up: any HTTP answer means "listening".
-        run.start(
-            "s3",
-            [PYTHON, "-m", "services.s3.entrypoint"],
-            s.url(ports.s3_port),
-            timeout=s.start_timeout,
-            any_answer=True,
-        )
+        run.start("s3", [PYTHON, "-m", "services.s3.entrypoint"])
+        run.wait_ready("s3", s.url(ports.s3_port), timeout=s.start_timeout, any_answer=True)
         run.job("create-bucket", [PYTHON, "-m", "infra.ops.create_bucket"])
     run.check_port("mlflow", ports.mlflow_port)
     mlflow_url = s.url(ports.mlflow_port)
-    run.start("mlflow", [PYTHON, "-m", "services.mlflow.entrypoint"], f"{mlflow_url}/health", timeout=s.start_timeout)
+    run.start("mlflow", [PYTHON, "-m", "services.mlflow.entrypoint"])
+    run.wait_ready("mlflow", f"{mlflow_url}/health", timeout=s.start_timeout)
     result_file = s.run / "last-training.json"
     if train:
         run.job("training", [PYTHON, "-m", "training.train", "--output-json", str(result_file)])
@@ -131,10 +127,12 @@ def up(stack: Stack, *, train: bool) -> None:
         ("serving", ports.serving_http_port, serving_url),
         ("serving-staging", ports.staging_http_port, staging_url),
     )
-    for name, port, url in endpoints:
+    for name, port, _ in endpoints:
         run.check_port(name, port)
-        ready = f"{url}/v2/models/{model.name}/ready"
-        run.start(name, [PYTHON, "-m", "services.serving.entrypoint"], ready, timeout=s.start_timeout)
+        run.start(name, [PYTHON, "-m", "services.serving.entrypoint"])
+    # Both endpoints start together, then each is waited for.
+    for name, _, url in endpoints:
+        run.wait_ready(name, f"{url}/v2/models/{model.name}/ready", timeout=s.start_timeout)
     if train:
         took = wait_until_served(serving_url, model.name, version, timeout=s.start_timeout)
         print(f"  serving: production serves version {version} ({took:.1f} s after the promotion)")
