@@ -3,8 +3,8 @@
 # Python 3.11 or 3.12 is required (MLServer 1.7.1 does not support 3.13); 3.11 is preferred.
 # It installs exactly what the lock pins (infra/images/requirements/dev*.txt, exported from uv.lock), then the
 # project itself in editable mode, without dependencies. pip runs doubly quiet (only errors reach the terminal)
-# and does not byte-compile: Python compiles each module when it is first imported, and the install takes
-# about 75 s instead of 125 s (measured here).
+# and leaves byte-compiling to compileall on every core: 78 s + 25 s instead of pip's 123 s (measured here, 2
+# cores). Not compiling at all would move that cost to the first start of every service.
 #
 # torch comes from SANDBOX_TORCH_INDEX_URL, PyTorch's CPU wheels by default. Where that
 # index cannot be reached, or with SANDBOX_TORCH_INDEX_URL set empty, it comes from PyPI, whose Linux build
@@ -54,5 +54,7 @@ else
   .venv/bin/python -m pip install --quiet --quiet --no-compile -r "$REQUIREMENTS/dev.txt"
 fi
 .venv/bin/python -m pip install --quiet --quiet --no-deps -e .
+# A module that does not compile (some packages ship such test files) only stays uncompiled: not an error.
+.venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
 rm -f .venv/.installed-*
 touch "$(stamp_of "$variant")"
