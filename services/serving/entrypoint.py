@@ -72,7 +72,7 @@ def serve_command(settings: ServingSettings, model_dir: Path) -> list[str]:
     ]
 
 
-def serve_env(settings: ServingSettings, version: str) -> dict[str, str]:
+def serve_env(settings: ServingSettings) -> dict[str, str]:
     """The environment of `mlflow models serve` and its `mlserver` child: ports, threads, the model's name."""
     env = dict(os.environ)
     # mlflow runs `mlserver start` by name: make it resolve to this interpreter's environment even
@@ -86,9 +86,12 @@ def serve_env(settings: ServingSettings, version: str) -> dict[str, str]:
             # torch sizes its intra-op thread pool from this when it is imported (see settings.torch_threads).
             "OMP_NUM_THREADS": str(settings.torch_threads),
             "MLSERVER_MODEL_NAME": settings.model.name,
-            "MLSERVER_MODEL_VERSION": version,
         }
     )
+    # MLServer reads this into every model settings it loads, file or not, so the model would stay registered
+    # under the first version forever: `/versions/1/infer` would answer with whatever version was loaded
+    # later. The served model stays unversioned (see runtime.py); the registry version travels in its settings.
+    env.pop("MLSERVER_MODEL_VERSION", None)
     return env
 
 
@@ -144,7 +147,7 @@ def main() -> int:
             ).start()
         code = run_supervised(
             serve_command(settings, store.current),
-            env=serve_env(settings, version),
+            env=serve_env(settings),
             grace=settings.shutdown_grace_seconds,
             name="serving",
         )

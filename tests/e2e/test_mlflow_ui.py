@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from tests.e2e.conftest import MODEL, Stack
 from tests.support import PROJECT_ROOT
@@ -73,6 +73,12 @@ def registry_view(page: Page, base: str) -> None:
     expect(popup).to_have_count(0)
 
 
+def version_row(page: Page, version: str) -> Locator:
+    """The row of `version` in the model page's table: the row whose link is exactly "Version 1", not
+    "Version 12" (a row's text runs its cells together, so a text match cannot tell them apart)."""
+    return page.get_by_role("row").filter(has=page.get_by_role("link", name=f"Version {version}", exact=True))
+
+
 def shot(page: Page, name: str) -> None:
     page.screenshot(path=SHOTS / f"{name}.png", full_page=True)
 
@@ -97,9 +103,9 @@ def test_the_model_page_lists_its_versions_with_their_aliases(stack: Stack, page
     registry_view(page, stack.tracking_uri)
     page.goto(f"{stack.tracking_uri}/#/models/{MODEL}")
     for version in versions:
-        expect(page.get_by_role("row").filter(has_text=f"Version {version.version}")).to_have_count(1)
+        expect(version_row(page, version.version)).to_have_count(1)
     for alias, version in aliases.items():
-        row = page.get_by_role("row").filter(has_text=f"Version {version}")
+        row = version_row(page, version)
         expect(row).to_contain_text(re.compile(rf"@\s*{alias}"))
     expect(page.get_by_text(INPUT_CONTRACT).first).to_be_visible()
     shot(page, "registered-model")

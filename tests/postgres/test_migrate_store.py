@@ -51,7 +51,14 @@ def store(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
         MLFLOW_ARTIFACTS_DESTINATION=str(root / "artifacts"),
         MLFLOW_PORT=str(port),
     )
-    client_env = module_env(MLFLOW_TRACKING_URI=url, SANDBOX_MNIST_ROOT=str(mnist_root), OMP_NUM_THREADS="1")
+    # System metrics are sampled by wall-clock time, so their count varies from run to run; without them
+    # the number of metric points below is exact.
+    client_env = module_env(
+        MLFLOW_TRACKING_URI=url,
+        SANDBOX_MNIST_ROOT=str(mnist_root),
+        OMP_NUM_THREADS="1",
+        MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false",
+    )
     run_ids = []
     with server("mlflow", "services.mlflow.entrypoint", env, root, f"{url}/health"):
         for seed in range(3):
