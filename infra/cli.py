@@ -5,6 +5,7 @@
     sandbox list | promote 3 --to production [--gate] | rollback | resolve @production
     sandbox predict [--serving-url http://127.0.0.1:8080]
     sandbox rehearse                    # the deployment rehearsal, against running endpoints
+    sandbox rollout start 7             # a canary through the router, judged on live metrics
 
 Each subcommand runs the project's module for it (`python -m training.train`, `python -m infra.ops.registry`,
 ...) with the remaining arguments, so `sandbox train --help` is the training job's own help, and the
@@ -33,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "resolve": ("infra.ops.registry", ("resolve",), "the version an alias, stage or number points at"),
     "predict": ("infra.ops.predict", (), "accuracy on MNIST test images, in-process or from a V2 endpoint"),
     "rehearse": ("infra.ops.rehearsal", (), "train, stage, gate, promote, verify, roll back, verify"),
+    "rollout": ("infra.ops.rollout", (), "canary a version through the router, judged on Prometheus (start V)"),
 }
 
 

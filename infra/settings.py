@@ -41,6 +41,20 @@ class StackSettings(SandboxSettings):
     """Staging: V2 gRPC."""
     staging_metrics_port: int = Field(8092, ge=1, le=65535, validation_alias="SANDBOX_STAGING_METRICS_PORT")
     """Staging: Prometheus /metrics."""
+    router_rest_port: int = Field(8070, ge=1, le=65535, validation_alias="SANDBOX_ROUTER_REST_PORT")
+    """The router (Envoy): the one public V2 REST endpoint of rollouts, in front of production and candidate."""
+    router_grpc_port: int = Field(8071, ge=1, le=65535, validation_alias="SANDBOX_ROUTER_GRPC_PORT")
+    """The router: V2 gRPC."""
+    router_admin_port: int = Field(8079, ge=1, le=65535, validation_alias="SANDBOX_ROUTER_ADMIN_PORT")
+    """The router's admin API: the traffic split, /stats/prometheus. Bound to 127.0.0.1 whatever the bind address."""
+    prometheus_port: int = Field(9090, ge=1, le=65535, validation_alias="SANDBOX_PROMETHEUS_PORT")
+    """Prometheus: its UI, query API and recording rules."""
+    traffic_metrics_port: int = Field(8075, ge=1, le=65535, validation_alias="SANDBOX_TRAFFIC_METRICS_PORT")
+    """The /metrics of a rollout rehearsal's REST traffic generator, while it runs."""
+    traffic_grpc_metrics_port: int = Field(8077, ge=1, le=65535, validation_alias="SANDBOX_TRAFFIC_GRPC_METRICS_PORT")
+    """The /metrics of a rollout rehearsal's gRPC traffic generator, while it runs."""
+    rollout_metrics_port: int = Field(8076, ge=1, le=65535, validation_alias="SANDBOX_ROLLOUT_METRICS_PORT")
+    """The rollout controller's /metrics (its weight and verdicts), while a rollout runs."""
     s3_bucket: str = Field("mlflow", pattern=r"^[a-z0-9][a-z0-9.\-]{2,62}$", validation_alias="SANDBOX_S3_BUCKET")
     """The bucket that holds every artifact (MLFLOW_ARTIFACTS_DESTINATION is s3://<this>/)."""
     predict_images: int = Field(10_000, ge=1, le=10_000, validation_alias="SANDBOX_PREDICT_IMAGES")

@@ -16,6 +16,7 @@ import requests
 from infra.settings import StackSettings
 from mlops_sandbox.processes import group_alive, start_group, stop_group
 from mlops_sandbox.waiting import http_ok, wait_for
+from tools.ports import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -25,6 +26,25 @@ def host_port_names() -> list[str]:
     """Every host port of the stack (SANDBOX_*_PORT), as StackSettings declares them."""
     aliases = (str(field.validation_alias) for field in StackSettings.model_fields.values())
     return [alias for alias in aliases if alias.endswith("_PORT")]
+
+
+def local_stack_env(root: Path, mnist_root: Path) -> tuple[dict[str, str], dict[str, int]]:
+    """The environment of a local stack (infra.local.stack) in `root` with every host port free, training a
+    small model (5,000 images, 1 epoch) and checking 500 images; with the ports it uses, by variable name.
+    Nothing of the test process's own sandbox (its S3 keys, tracking URI, backend store) leaks in."""
+    ports = {name: free_port() for name in host_port_names()}
+    env = module_env(
+        SANDBOX_DIR=str(root),
+        SANDBOX_MNIST_ROOT=str(mnist_root),
+        SANDBOX_TRAIN_LIMIT="5000",
+        SANDBOX_TRAIN_EPOCHS="1",
+        SANDBOX_PREDICT_IMAGES="500",
+        SANDBOX_MIN_ACCURACY="0.85",
+        **{name: str(port) for name, port in ports.items()},
+    )
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_URI", "MLFLOW_BACKEND_STORE_URI"):
+        env.pop(key, None)
+    return env, ports
 
 
 def module_env(**overrides: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
 from infra.local.settings import LocalStackSettings
+from infra.ops.rollout.settings import RolloutSettings
 from infra.settings import ComposeSettings, StackSettings
 from mlops_sandbox.settings import (
     ArtifactStoreSettings,
@@ -30,8 +31,11 @@ from mlops_sandbox.settings import (
     TrackingClientSettings,
 )
 from services.mlflow.settings import TrackingServerSettings
+from services.prometheus.settings import PrometheusSettings
+from services.router.settings import RouterSettings
 from services.s3.settings import S3ServerSettings
 from services.serving.settings import ServingSettings
+from services.traffic.settings import TrafficSettings
 from training.settings import TrainingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +64,10 @@ SECTIONS = (
     Section("Serving (MLServer through `mlflow models serve --enable-mlserver`)", ServingSettings, "services/serving"),
     Section("Gate and rehearsal", EndpointSettings, "`infra.ops.registry promote --gate`, `infra.ops.rehearsal`"),
     Section("S3 stand-in (`rclone serve s3`)", S3ServerSettings, "services/s3"),
+    Section("Router (Envoy)", RouterSettings, "services/router"),
+    Section("Prometheus", PrometheusSettings, "services/prometheus"),
+    Section("Traffic generator", TrafficSettings, "services/traffic"),
+    Section("Rollouts", RolloutSettings, "`infra.ops.rollout` and its rehearsals"),
     Section("Local stack", LocalStackSettings, "`bash infra/sandbox.sh` (infra/local)"),
     Section("Every process", SandboxSettings, "every entrypoint of the project"),
 )

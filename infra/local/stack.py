@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,9 @@ from mlops_sandbox.v2 import InferenceError
 from mlops_sandbox.waiting import DependencyUnavailable
 
 PYTHON = sys.executable
-SERVICE_ORDER = ("s3", "mlflow", "serving", "serving-staging")
+SCENARIOS = ("good", "schema", "worse", "slower")
+"""The canary rehearsals of infra.ops.rollout.rehearse."""
+SERVICE_ORDER = ("s3", "mlflow", "serving", "serving-staging", "router", "prometheus")
 ENV_FILE = PROJECT_ROOT / ".env"
 
 
@@ -71,6 +74,13 @@ class Stack:
         env["MLFLOW_TRACKING_URI"] = s.url(ports.mlflow_port)
         env["SANDBOX_SERVING_URL"] = s.url(ports.serving_http_port)
         env["SANDBOX_STAGING_URL"] = s.url(ports.staging_http_port)
+        env["SANDBOX_ROUTER_ADMIN_URL"] = f"http://127.0.0.1:{ports.router_admin_port}"
+        env["SANDBOX_PROMETHEUS_URL"] = s.url(ports.prometheus_port)
+        env["SANDBOX_ROLLOUT_METRICS_ADDRESS"] = f"127.0.0.1:{ports.rollout_metrics_port}"
+        env["SANDBOX_ROUTER_URL"] = s.url(ports.router_rest_port)
+        env["SANDBOX_ROUTER_GRPC_TARGET"] = f"{s.host}:{ports.router_grpc_port}"
+        env["SANDBOX_REHEARSAL_REST_TRAFFIC_METRICS"] = f"127.0.0.1:{ports.traffic_metrics_port}"
+        env["SANDBOX_REHEARSAL_GRPC_TRAFFIC_METRICS"] = f"127.0.0.1:{ports.traffic_grpc_metrics_port}"
         if name == "s3":
             env.update(self._s3_credentials())
             env["SANDBOX_S3_SERVER_ADDRESS"] = f"{bind}:{ports.s3_port}"
@@ -95,6 +105,26 @@ class Stack:
             env["SANDBOX_SERVING_DIR"] = str(s.root / "serving" / ("staging" if staging else "production"))
             if staging:
                 env["SANDBOX_MODEL_REF"] = "@staging"
+        elif name == "router":
+            env["SANDBOX_ROUTER_REST_ADDRESS"] = f"{bind}:{ports.router_rest_port}"
+            env["SANDBOX_ROUTER_GRPC_ADDRESS"] = f"{bind}:{ports.router_grpc_port}"
+            env["SANDBOX_ROUTER_ADMIN_ADDRESS"] = f"127.0.0.1:{ports.router_admin_port}"
+            env["SANDBOX_ROUTER_PRODUCTION_REST"] = f"127.0.0.1:{ports.serving_http_port}"
+            env["SANDBOX_ROUTER_PRODUCTION_GRPC"] = f"127.0.0.1:{ports.serving_grpc_port}"
+            env["SANDBOX_ROUTER_CANDIDATE_REST"] = f"127.0.0.1:{ports.staging_http_port}"
+            env["SANDBOX_ROUTER_CANDIDATE_GRPC"] = f"127.0.0.1:{ports.staging_grpc_port}"
+            env["SANDBOX_ROUTER_CONFIG_DIR"] = str(s.root / "router")
+        elif name == "prometheus":
+            env["SANDBOX_PROMETHEUS_ADDRESS"] = f"{bind}:{ports.prometheus_port}"
+            env["SANDBOX_PROMETHEUS_DATA_DIR"] = str(s.root / "prometheus")
+            env["SANDBOX_PROMETHEUS_SERVING"] = (
+                f"127.0.0.1:{ports.serving_metrics_port},127.0.0.1:{ports.staging_metrics_port}"
+            )
+            env["SANDBOX_PROMETHEUS_ROUTER"] = f"127.0.0.1:{ports.router_admin_port}"
+            env["SANDBOX_PROMETHEUS_TRAFFIC"] = (
+                f"127.0.0.1:{ports.traffic_metrics_port},127.0.0.1:{ports.traffic_grpc_metrics_port}"
+            )
+            env["SANDBOX_PROMETHEUS_ROLLOUT"] = f"127.0.0.1:{ports.rollout_metrics_port}"
         return env
 
 
@@ -130,9 +160,22 @@ def up(stack: Stack, *, train: bool) -> None:
     for name, port, _ in endpoints:
         run.check_port(name, port)
         run.start(name, [PYTHON, "-m", "services.serving.entrypoint"])
-    # Both endpoints start together, then each is waited for.
+    # The router and Prometheus start with the endpoints; all are waited for together.
+    run.check_port("router", ports.router_rest_port)
+    run.start("router", [PYTHON, "-m", "services.router.entrypoint"])
+    # Prometheus comes from the system (Debian's package), not from the venv: without it the sandbox runs, and
+    # only rollouts, which read their metrics from it, are unavailable.
+    with_prometheus = shutil.which("prometheus") is not None
+    if with_prometheus:
+        run.check_port("prometheus", ports.prometheus_port)
+        run.start("prometheus", [PYTHON, "-m", "services.prometheus.entrypoint"])
+    else:
+        print("  prometheus: not installed (apt-get install prometheus); canary rollouts need it, the rest does not")
     for name, _, url in endpoints:
         run.wait_ready(name, f"{url}/v2/models/{model.name}/ready", timeout=s.start_timeout)
+    run.wait_ready("router", f"http://127.0.0.1:{ports.router_admin_port}/ready", timeout=s.start_timeout)
+    if with_prometheus:
+        run.wait_ready("prometheus", f"{s.url(ports.prometheus_port)}/-/ready", timeout=s.start_timeout)
     if train:
         took = wait_until_served(serving_url, model.name, version, timeout=s.start_timeout)
         print(f"  serving: production serves version {version} ({took:.1f} s after the promotion)")
@@ -145,7 +188,10 @@ def up(stack: Stack, *, train: bool) -> None:
         f"  Inference (V2 REST):     {serving_url}/v2/models/{model.name}/infer\n"
         f"  Inference (V2 gRPC):     {s.host}:{ports.serving_grpc_port}\n"
         f"  Staging (V2 REST):       {staging_url}/v2/models/{model.name}/infer (@staging)\n"
-        f"  Prometheus metrics:      {s.url(ports.serving_metrics_port)}/metrics\n"
+        f"  Router (V2 REST, gRPC):  {s.url(ports.router_rest_port)}/v2/models/{model.name}/infer, "
+        f"{s.host}:{ports.router_grpc_port}\n"
+        + (f"  Prometheus:              {s.url(ports.prometheus_port)}\n" if with_prometheus else "")
+        + f"  Serving metrics:         {s.url(ports.serving_metrics_port)}/metrics\n"
         + (
             f"  S3 (rclone):             {s.url(ports.s3_port)}, bucket {ports.s3_bucket}\n"
             if s.artifact_store == "s3"
@@ -157,12 +203,16 @@ def up(stack: Stack, *, train: bool) -> None:
     )
 
 
-def rehearse(stack: Stack) -> None:
-    """Run the deployment rehearsal (infra.ops.rehearsal) against the running sandbox."""
+def rehearse(stack: Stack, scenario: str | None, extra: list[str]) -> None:
+    """Run a rehearsal against the running sandbox: the gated blue-green one (infra.ops.rehearsal) without a
+    scenario, else that canary scenario (infra.ops.rollout.rehearse: good, schema, worse, slower)."""
     missing = [name for name in SERVICE_ORDER if name != "s3" and stack.processes.running(name) is None]
     if missing:
         raise StackError(f"not running: {', '.join(missing)}; start the sandbox first: bash infra/sandbox.sh")
-    stack.processes.job("rehearsal", [PYTHON, "-m", "infra.ops.rehearsal"])
+    if scenario is None:
+        stack.processes.job("rehearsal", [PYTHON, "-m", "infra.ops.rehearsal", *extra])
+    else:
+        stack.processes.job(f"rehearsal-{scenario}", [PYTHON, "-m", "infra.ops.rollout.rehearse", scenario, *extra])
 
 
 def down(stack: Stack) -> None:
@@ -182,15 +232,20 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m infra.local.stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("command", choices=("up", "rehearse", "down", "status"))
+    parser.add_argument(
+        "scenario", nargs="?", choices=SCENARIOS, help="rehearse: a canary scenario (default: the gated blue-green)"
+    )
     parser.add_argument("--no-train", action="store_true", help="serve the current production version as is")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "rehearse":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     read_env_file(ENV_FILE)
     try:
         stack = Stack(LocalStackSettings())
         if args.command == "up":
             up(stack, train=not args.no_train)
         elif args.command == "rehearse":
-            rehearse(stack)
+            rehearse(stack, args.scenario, extra)
         elif args.command == "down":
             down(stack)
         else:

@@ -20,8 +20,9 @@ from tests.doc_blocks import DOCUMENTS, PROJECT_ROOT, Session, blocks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
-# The sandbox's and the workflow's ports (5001 MLflow UI, 5005-5007 `mlflow models serve`).
-PORTS = (5000, 5001, 5005, 5006, 5007, 8080, 8081, 8082, 8090, 8091, 8092, 9000)
+# The sandbox's and the workflow's ports (5001 MLflow UI, 5005-5007 `mlflow models serve`; 8070, 8071, 8079
+# the router, 9090 Prometheus).
+PORTS = (5000, 5001, 5005, 5006, 5007, 8070, 8071, 8079, 8080, 8081, 8082, 8090, 8091, 8092, 9000, 9090)
 
 
 def fresh_copy(target: Path) -> Path:

@@ -9,25 +9,13 @@ import pytest
 import requests
 
 from mlops_sandbox.processes import group_alive
-from tests.support import host_port_names, module_env, run_module
-from tools.ports import free_port
+from tests.support import local_stack_env, run_module
 
 pytestmark = pytest.mark.e2e
 
 
 def test_up_down_up_serves_the_next_version_and_down_stops_everything(tmp_path: Path, mnist_root: Path) -> None:
-    ports = {name: free_port() for name in host_port_names()}
-    env = module_env(
-        SANDBOX_DIR=str(tmp_path / "sandbox"),
-        SANDBOX_MNIST_ROOT=str(mnist_root),
-        SANDBOX_TRAIN_LIMIT="5000",
-        SANDBOX_TRAIN_EPOCHS="1",
-        SANDBOX_PREDICT_IMAGES="500",
-        SANDBOX_MIN_ACCURACY="0.85",
-        **{name: str(port) for name, port in ports.items()},
-    )
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_URI", "MLFLOW_BACKEND_STORE_URI"):
-        env.pop(key, None)
+    env, ports = local_stack_env(tmp_path / "sandbox", mnist_root)
     serving = f"http://127.0.0.1:{ports['SANDBOX_SERVING_HTTP_PORT']}/v2/models/pytorch_simplenn_mnist"
     run_dir = tmp_path / "sandbox" / "run"
     try:
@@ -38,12 +26,21 @@ def test_up_down_up_serves_the_next_version_and_down_stops_everything(tmp_path: 
         assert "served version 1" in first.stdout
         assert requests.get(f"{serving}/ready", timeout=5).status_code == 200
         logs = {p.name for p in (tmp_path / "sandbox" / "logs").iterdir()}
-        assert {"s3.log", "mlflow.log", "training.log", "serving.log", "predict.log"} <= logs
+        assert {
+            "s3.log",
+            "mlflow.log",
+            "training.log",
+            "serving.log",
+            "predict.log",
+            "router.log",
+            "prometheus.log",
+        } <= logs
         credentials = tmp_path / "sandbox" / "s3-credentials.json"
         assert credentials.stat().st_mode & 0o077 == 0
 
         groups = [json.loads(p.read_text())["pid"] for p in run_dir.glob("*.pid")]
-        assert len(groups) == 4 and all(group_alive(g) for g in groups)
+        # s3, mlflow, both serving endpoints, the router and Prometheus
+        assert len(groups) == 6 and all(group_alive(g) for g in groups)
         down = run_module("infra.local.stack", "down", env=env)
         assert down.returncode == 0, down.stderr
         assert not any(group_alive(g) for g in groups)

@@ -1,0 +1,150 @@
+"""Progressive delivery of a registered version: `python -m infra.ops.rollout start VERSION`.
+
+    python -m infra.ops.rollout start 7 --strategy canary --steps 10,50,100 --interval 30s
+    python -m infra.ops.rollout start 7 --strategy blue-green       # the gated switch, all at once
+
+canary: the router sends a growing share of live traffic to the candidate endpoint (@staging), each step is
+judged on Prometheus's metrics, and @production moves only when every step passed (controller.py).
+blue-green: the candidate is measured on MNIST test images on both endpoints and promoted when it is not
+worse (mlops_sandbox.gate), then production takes all traffic at once.
+
+Reads MLFLOW_TRACKING_URI, SANDBOX_SERVING_URL and SANDBOX_STAGING_URL (the endpoints), SANDBOX_ROUTER_ADMIN_URL
+and SANDBOX_PROMETHEUS_URL. Exit status: 0 promoted, 1 aborted or rejected, 2 could not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+
+from prometheus_client import start_http_server
+from pydantic import ValidationError
+
+from infra.ops.rollout.analysis import Thresholds
+from infra.ops.rollout.controller import Canary, Endpoints, Plan, RolloutError
+from infra.ops.rollout.settings import RolloutSettings
+from mlops_sandbox import registry
+from mlops_sandbox.gate import gate_and_promote
+from mlops_sandbox.mnist import load_test_set
+from mlops_sandbox.prometheus import PrometheusQuery, PrometheusUnavailable
+from mlops_sandbox.router import RouterAdmin, RouterBusy, RouterUnavailable
+from mlops_sandbox.settings import EndpointSettings, MnistSettings, ModelReference, TrackingClientSettings
+from mlops_sandbox.tracking import connect
+from mlops_sandbox.v2 import InferenceError
+
+UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def seconds(text: str) -> float:
+    """`30`, `30s`, `2m` or `1h` as seconds; argparse's error for anything else."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", text.strip())
+    if not match or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30s or 2m")
+    return float(match[1]) * UNITS[match[2] or "s"]
+
+
+def percents(text: str) -> tuple[float, ...]:
+    """`10,50,100` as (10.0, 50.0, 100.0); argparse's error unless increasing, in (0, 100], ending at 100."""
+    try:
+        steps = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of percentages") from None
+    if any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)) or steps[-1] != 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: steps must increase within (0, 100] and end at 100")
+    return steps
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.ops.rollout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("start", help="roll a registered version out")
+    start.add_argument("version", help="the registered version to roll out (a number, or @alias)")
+    start.add_argument("--strategy", choices=("canary", "blue-green"), default="canary")
+    start.add_argument("--steps", type=percents, default=(10.0, 50.0, 100.0), help="canary: %% of traffic per step")
+    start.add_argument("--interval", type=seconds, default=30.0, help="canary: how long each step lasts (30s, 2m)")
+    defaults = Thresholds()
+    start.add_argument("--max-error-rate", type=float, default=defaults.max_error_rate, help="fraction, 0.01 = 1%%")
+    start.add_argument("--max-p99-ratio", type=float, default=defaults.max_p99_ratio, help="candidate/production")
+    start.add_argument("--max-accuracy-drop", type=float, default=defaults.max_accuracy_drop, help="absolute")
+    start.add_argument("--min-requests", type=int, default=defaults.min_requests, help="per step, to judge it")
+    start.add_argument("--tolerance", type=float, default=0.005, help="blue-green: the gate's allowed accuracy drop")
+    start.add_argument("-n", "--images", type=int, default=2_000, help="blue-green: test images per version")
+    return parser.parse_args(argv)
+
+
+def blue_green(args: argparse.Namespace, client: object, name: str, version: str, endpoints: EndpointSettings) -> int:
+    mnist = MnistSettings()
+    images, labels = load_test_set(mnist.root, download=mnist.download, limit=args.images)
+    registry.promote(client, name, version, "staging")  # type: ignore[arg-type]
+    decision = gate_and_promote(
+        client,  # type: ignore[arg-type]
+        name,
+        version,
+        staging_url=endpoints.staging_url,
+        production_url=endpoints.serving_url,
+        images=images.numpy(),
+        labels=labels.numpy(),
+        tolerance=args.tolerance,
+    )
+    print(f"blue-green: {'promoted' if decision.promoted else 'rejected'}: {decision.reason}")
+    return 0 if decision.promoted else 1
+
+
+def rollout_endpoints(settings: RolloutSettings, endpoints: EndpointSettings) -> Endpoints:
+    """Where a canary acts, from the settings; starts the controller's /metrics on settings.metrics_address
+    (OSError when that port is taken)."""
+    host, _, port = settings.metrics_address.rpartition(":")
+    start_http_server(int(port), addr=host)
+    return Endpoints(
+        RouterAdmin(settings.router_admin_url),
+        PrometheusQuery(settings.prometheus_url),
+        production_url=endpoints.serving_url,
+        candidate_url=endpoints.staging_url,
+    )
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM (docker stop, kill, a CI timeout) into SystemExit, so that the rollout's cleanup runs as it
+    does for Ctrl+C: all traffic back on production, the MLflow run marked as interrupted."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop_on_sigterm()
+    try:
+        settings, endpoints, tracking = RolloutSettings(), EndpointSettings(), TrackingClientSettings()
+        thresholds = Thresholds(args.max_error_rate, args.max_p99_ratio, args.max_accuracy_drop, args.min_requests)
+    except (ValidationError, ValueError) as err:
+        print(f"invalid rollout settings: {err}", file=sys.stderr)
+        return 2
+    client = connect(tracking)
+    name = ModelReference().name
+    try:
+        version = registry.resolve_version(client, name, args.version)
+        if args.strategy == "blue-green":
+            return blue_green(args, client, name, version, endpoints)
+        plan = Plan(name, version, args.steps, args.interval, thresholds)
+        at = rollout_endpoints(settings, endpoints)
+        print(f"canary of {name} version {version}: steps {args.steps} %, {args.interval:g} s each")
+        outcome = Canary(client, plan, at).run()
+    except (RolloutError, RouterBusy, registry.RegistryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (RouterUnavailable, PrometheusUnavailable, InferenceError) as err:
+        print(f"error: {err}\nAll traffic is on production.", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: all traffic is on production; the registry is unchanged", file=sys.stderr)
+        return 130
+    verdict = "PROMOTED" if outcome.promoted else "ABORTED"
+    print(f"{verdict}: {outcome.reason} (MLflow run {outcome.run_id}, experiment rollouts)")
+    return 0 if outcome.promoted else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""A rollout step's verdict: the candidate's live metrics against thresholds and against production's.
+
+Pure functions over what Prometheus measured during one step (metrics.py gathers it), so that every rule
+has a unit test. The rules are those of Flagger's and Argo Rollouts' canary analysis: a request success
+rate, a latency percentile, and here the online accuracy that labelled traffic makes measurable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scipy.stats import binomtest
+
+CONFIDENCE_Z = 1.645
+"""One-sided 95 % normal quantile: an accuracy drop is blamed on the candidate only when sampling noise would
+explain it less than 5 % of the time."""
+FAILURES_TO_ABORT_EARLY = 3
+"""Failed requests the candidate must have before a step is cut short on errors: one or two may be bad luck."""
+P99_MIN_ANSWERS = 100
+"""Answers a backend needs in a step before its p99 means anything: with fewer, the 99th percentile is the
+slowest one or two requests."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What a candidate must hold during every step."""
+
+    max_error_rate: float = 0.01
+    """Failed requests (4xx, 5xx, no answer) over all the candidate's requests: a fraction, 0.01 = 1 %."""
+    max_p99_ratio: float = 2.0
+    """The candidate's p99 latency over production's in the same step (a ratio: both share the machine).
+    Two identical versions measured 0.7x to 1.5x on the project's 2-core machine with other work running, and
+    once 4.2x with a training job and a second sandbox saturating both cores; the slower rehearsal's
+    37 M-parameter network measured 2.6x to 4.7x."""
+    max_accuracy_drop: float = 0.02
+    """How far the candidate's online accuracy may fall below production's (absolute, 0.02 = 2 points); a larger
+    drop aborts only when sampling noise does not explain it (CONFIDENCE_Z)."""
+    min_requests: int = 20
+    """Requests the candidate must have answered in a step before the step can pass: fewer judge nothing."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_error_rate <= 1 or not 0 <= self.max_accuracy_drop <= 1:
+            raise ValueError("max_error_rate and max_accuracy_drop are fractions between 0 and 1")
+        if self.max_p99_ratio <= 0 or self.min_requests < 1:
+            raise ValueError("max_p99_ratio must be > 0 and min_requests >= 1")
+
+
+@dataclass(frozen=True)
+class BackendStats:
+    """One backend's traffic during a step, as the traffic's clients saw it."""
+
+    requests: float
+    """Requests sent to it (counts; Prometheus's increase() may give fractions)."""
+    client_errors: float = 0.0
+    """Requests it refused (REST 4xx, gRPC INVALID_ARGUMENT and the like)."""
+    server_errors: float = 0.0
+    """Requests it failed (5xx, gRPC INTERNAL/UNAVAILABLE) or that got no answer at all."""
+    p99_seconds: float | None = None
+    """The 99th percentile of request latency (seconds); None without answers."""
+    correct: float = 0.0
+    """Images it predicted rightly, since the rollout began (online accuracy needs every sample there is)."""
+    labelled: float = 0.0
+    """Images it predicted whose label is known, since the rollout began."""
+
+    @property
+    def answers(self) -> float:
+        """Requests it answered without an error."""
+        return self.requests - self.client_errors - self.server_errors
+
+    @property
+    def accuracy(self) -> float | None:
+        """Correct over labelled predictions (a fraction); None without labelled answers."""
+        return self.correct / self.labelled if self.labelled else None
+
+    @property
+    def error_rate(self) -> float:
+        """Failed requests over requests (a fraction); 0 without requests."""
+        return (self.client_errors + self.server_errors) / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A step's outcome: `passed` is True (go on), False (abort now) or None (not decided yet)."""
+
+    passed: bool | None
+    reason: str
+
+
+def judge(candidate: BackendStats, production: BackendStats, limits: Thresholds, *, step_over: bool) -> Verdict:
+    """The verdict on a step so far (`step_over` False) or at its end (True).
+
+    Errors abort at once, mid-step, as soon as they are evidence: FAILURES_TO_ABORT_EARLY failed requests and
+    an error rate whose lower confidence bound (Wilson, one-sided 95 %) is above `max_error_rate`, so that a
+    candidate that refuses every request loses its share within seconds, not at the end of the interval. At
+    the end of the step, the error rate itself is compared. Latency is judged at the end of
+    the step on the step's own answers, once both backends have P99_MIN_ANSWERS; accuracy on every labelled
+    answer since the rollout began, with the confidence test of `drop_noise`.
+    """
+    failures = candidate.client_errors + candidate.server_errors
+    significant = failures >= FAILURES_TO_ABORT_EARLY and wilson_lower_bound(failures, candidate.requests) > (
+        limits.max_error_rate
+    )
+    enough = candidate.requests >= limits.min_requests and step_over
+    if candidate.error_rate > limits.max_error_rate and (significant or enough):
+        return Verdict(
+            False,
+            f"error rate {candidate.error_rate:.1%} > {limits.max_error_rate:.1%} "
+            f"({candidate.client_errors:.0f} refused, {candidate.server_errors:.0f} failed "
+            f"of {candidate.requests:.0f} requests)",
+        )
+    if not step_over:
+        return Verdict(None, "measuring")
+    if candidate.requests < limits.min_requests:
+        return Verdict(False, f"too little traffic to judge: {candidate.requests:.0f} < {limits.min_requests} requests")
+    notes = [f"error rate {candidate.error_rate:.1%}"]
+    if candidate.answers < P99_MIN_ANSWERS or production.answers < P99_MIN_ANSWERS:
+        notes.append(f"p99 not judged: fewer than {P99_MIN_ANSWERS} answers")
+    elif candidate.p99_seconds is not None and production.p99_seconds:
+        ratio = candidate.p99_seconds / production.p99_seconds
+        if ratio > limits.max_p99_ratio:
+            return Verdict(
+                False,
+                f"p99 {candidate.p99_seconds * 1000:.1f} ms is {ratio:.2f}x production's "
+                f"{production.p99_seconds * 1000:.1f} ms (> {limits.max_p99_ratio:g}x)",
+            )
+        notes.append(f"p99 {ratio:.2f}x production's")
+    if candidate.accuracy is not None and production.accuracy is not None:
+        drop = production.accuracy - candidate.accuracy
+        if drop > limits.max_accuracy_drop and drop - limits.max_accuracy_drop > CONFIDENCE_Z * drop_noise(
+            candidate, production
+        ):
+            return Verdict(
+                False,
+                f"online accuracy {candidate.accuracy:.4f} is {drop:.4f} below production's "
+                f"{production.accuracy:.4f} (> {limits.max_accuracy_drop:g}, on {candidate.labelled:.0f} and "
+                f"{production.labelled:.0f} labelled images)",
+            )
+        notes.append(f"accuracy {candidate.accuracy:.4f} vs {production.accuracy:.4f}")
+    else:
+        notes.append("accuracy not judged: no labelled answers")
+    return Verdict(True, ", ".join(notes))
+
+
+def drop_noise(candidate: BackendStats, production: BackendStats) -> float:
+    """The standard error of the difference of two accuracies (a fraction): the normal approximation of two
+    binomial proportions, each with one success and one failure added (Agresti-Caffo), so that a perfect
+    score on a few images does not claim zero noise."""
+
+    def variance(stats: BackendStats) -> float:
+        p = (stats.correct + 1) / (stats.labelled + 2)
+        return p * (1 - p) / (stats.labelled + 2)
+
+    return math.sqrt(variance(candidate) + variance(production))
+
+
+def wilson_lower_bound(hits: float, trials: float) -> float:
+    """The lower end of Wilson's score interval for `hits` in `trials` at one-sided 95 % (a fraction; 0 without
+    trials): the smallest rate that the observation does not rule out. SciPy's `binomtest(...).proportion_ci`
+    computes it; counts from Prometheus are rounded to whole requests first."""
+    n = round(trials)
+    if n <= 0:
+        return 0.0
+    interval = binomtest(min(round(hits), n), n).proportion_ci(confidence_level=0.90, method="wilson")
+    return float(interval.low)

@@ -1,0 +1,90 @@
+"""Candidate versions for the rollout rehearsals, each made the way such a version happens in real life.
+
+- good:   a new training run with the project's defaults.
+- worse:  a training run stopped after a handful of optimiser steps: it serves, answers, and is wrong more often.
+- slower: a genuinely larger network (three hidden layers of 4,096: 37 M parameters, 6.6 ms per image on
+          one core against 0.1 ms), not an artificial sleep.
+- schema: production's own weights, logged again with a signature that expects flat (-1, 784) input, as an
+          exporter that flattened the images would log them. Clients that send (N, 1, 28, 28) are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
+
+from mlops_sandbox import registry
+
+TRAINING_ARGS: dict[str, tuple[str, ...]] = {
+    "good": (),
+    "worse": ("--max-steps", "4", "--train-limit", "512"),
+    "slower": ("--hidden-sizes", "4096,4096,4096", "--epochs", "1", "--train-limit", "5000"),
+}
+KINDS = (*TRAINING_ARGS, "schema")
+EXPERIMENT = "rollout-rehearsals"
+
+
+def train(extra: Sequence[str]) -> str:
+    """Register a new version with `python -m training.train EXTRA --alias none`; its version number.
+
+    RuntimeError with the job's last line of error when training fails.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        argv = [sys.executable, "-m", "training.train", *extra, "--alias", "none", "--output-json", str(result)]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"training failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+        return str(json.loads(result.read_text())["version"])
+
+
+def flat_signature_copy(client: MlflowClient, name: str, source_version: str) -> str:
+    """Register `source_version`'s model again with a flat (-1, 784) input signature; the new version number."""
+    import mlflow.pytorch  # torch is imported only by the one kind that needs it
+
+    source = f"models:/{name}/{source_version}"
+    module = mlflow.pytorch.load_model(source)
+    with tempfile.TemporaryDirectory() as tmp:
+        # The model's own code folder (training/model.py) goes with it, as the training job ships it.
+        local = Path(mlflow.artifacts.download_artifacts(source, dst_path=tmp))
+        code = [str(path) for path in (local / "code").iterdir()] if (local / "code").is_dir() else None
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 784))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
+        )
+        mlflow.set_experiment(EXPERIMENT)
+        with mlflow.start_run(run_name=f"flat-input copy of version {source_version}") as run:
+            mlflow.set_tag("sandbox.rehearsal", "schema-breaking candidate")
+            info = mlflow.pytorch.log_model(
+                module,
+                name="model",
+                signature=signature,
+                input_example=np.zeros((2, 784), dtype=np.float32),
+                code_paths=code,
+            )
+    version = client.create_model_version(name, info.model_uri, run_id=run.info.run_id)
+    client.update_model_version(
+        name,
+        version.version,
+        description=f"Rehearsal: version {source_version}'s weights with a flat (-1, 784) input signature.",
+    )
+    return str(version.version)
+
+
+def make(kind: str, client: MlflowClient, name: str) -> str:
+    """A new registered version of `kind` (see the module docstring); its version number. ValueError for
+    an unknown kind; RegistryError when `schema` finds no @production to copy."""
+    if kind == "schema":
+        return flat_signature_copy(client, name, registry.resolve_version(client, name, "@production"))
+    if kind not in TRAINING_ARGS:
+        raise ValueError(f"unknown candidate {kind!r}: one of {', '.join(KINDS)}")
+    return train(TRAINING_ARGS[kind])

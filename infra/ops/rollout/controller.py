@@ -1,0 +1,280 @@
+"""A canary rollout: the candidate takes a growing share of live traffic through the router, each step is
+judged on Prometheus's live metrics, and the registry moves only when every step passed.
+
+    stage    @staging -> candidate; wait until the candidate endpoint serves it
+    steps    for each weight: route that share to the candidate, measure for an interval, judge (analysis.py)
+    promote  @production -> candidate; wait until the production endpoint serves it; weights back to 0
+    abort    at the first failed judgement: weights back to 0 at once, the registry untouched, the
+             candidate version tagged with the reason
+
+The rollout is an MLflow run in the `rollouts` experiment (params: strategy and thresholds; metrics per
+step; tags: outcome, reason, both versions), and the candidate version carries a tag naming that run, so
+that every rollout a version went through can be found from its page in the registry.
+
+Safety: the weights go back to 0 whatever ends the command (abort, exception, Ctrl+C, SIGTERM). A lease held
+in the router's runtime (mlops_sandbox.router) covers what no handler can: if the command is killed, the
+router's watchdog returns the traffic to production once the lease expires, and while the lease is live a
+second rollout refuses to start.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from infra.ops.rollout.analysis import P99_MIN_ANSWERS, BackendStats, Thresholds, Verdict, judge
+from infra.ops.rollout.chart import rollout_figure
+from infra.ops.rollout.metrics import step_stats
+from infra.ops.rollout.telemetry import CANDIDATE_WEIGHT, STEP_VERDICTS
+from mlops_sandbox import registry
+from mlops_sandbox.gate import wait_until_served
+from mlops_sandbox.prometheus import PrometheusQuery, PrometheusUnavailable
+from mlops_sandbox.router import RouterAdmin
+
+EXPERIMENT = "rollouts"
+NO_TRAFFIC = BackendStats(requests=0.0)
+
+
+class RolloutError(RuntimeError):
+    """A rollout that cannot start (another one runs, the candidate does not exist, is already production)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to roll out and how."""
+
+    model_name: str
+    candidate: str
+    """The registry version to roll out."""
+    steps: tuple[float, ...] = (10.0, 50.0, 100.0)
+    """The candidate's share of traffic at each step, in percent, increasing, the last one 100."""
+    interval: float = 30.0
+    """Seconds each step lasts before it is judged."""
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    check_every: float = 1.0
+    """Seconds between two looks at the metrics within a step (errors abort mid-step)."""
+
+    def __post_init__(self) -> None:
+        if not self.steps or any(not 0 < s <= 100 for s in self.steps) or list(self.steps) != sorted(self.steps):
+            raise ValueError(f"steps must be increasing percentages in (0, 100]: {self.steps}")
+        if self.interval <= 0 or self.check_every <= 0:
+            raise ValueError("interval and check_every are positive seconds")
+
+
+@dataclass
+class Outcome:
+    """How a rollout ended: `promoted`, or `aborted` with the reason; the MLflow run that recorded it."""
+
+    promoted: bool
+    reason: str
+    run_id: str
+    production_before: str
+    steps_passed: int
+
+
+@dataclass
+class Endpoints:
+    """Where the rollout acts: the router's admin, Prometheus, and both serving endpoints (V2 REST URLs)."""
+
+    router: RouterAdmin
+    prometheus: PrometheusQuery
+    production_url: str
+    candidate_url: str
+
+
+class Canary:
+    """One canary rollout of `plan` through `endpoints`, recorded with `client` (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        plan: Plan,
+        endpoints: Endpoints,
+        *,
+        say: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        serve_timeout: float = 120.0,
+    ) -> None:
+        self.client, self.plan, self.at = client, plan, endpoints
+        self.say, self.clock, self.sleep = say, clock, sleep
+        self.serve_timeout = serve_timeout
+        self.owner = f"rollout-{uuid.uuid4().hex[:12]}"
+        self.began = self.rollout_began = clock()
+        self.wall_began = time.time()
+
+    def log(self, line: str) -> None:
+        """One timeline line: seconds since the rollout began, then `line`."""
+        self.say(f"{self.clock() - self.began:7.1f} s  {line}")
+
+    def _lease_seconds(self) -> float:
+        # Long enough to outlast one look at the metrics, short enough that a killed controller's weight is
+        # withdrawn well within one step.
+        return max(10.0, 3 * self.plan.check_every)
+
+    def run(self) -> Outcome:
+        """Run the rollout to its end. Raises RolloutError before any traffic moves when it cannot start."""
+        name, candidate = self.plan.model_name, self.plan.candidate
+        production = registry.resolve_version(self.client, name, "@production")
+        if production == candidate:
+            raise RolloutError(f"version {candidate} is already @production")
+        # The lease covers the wait for the candidate endpoint too (RouterBusy when another rollout runs); it is
+        # shortened to the usual term when the first weight is set.
+        self.at.router.acquire_lease(self.owner, self.serve_timeout + self._lease_seconds())
+        self.rollout_began = self.clock()
+        run_id = self._start_run(production)
+        outcome: Outcome | None = None
+        try:
+            self.log(registry.promote(self.client, name, candidate, "staging").describe())
+            took = wait_until_served(self.at.candidate_url, name, candidate, timeout=self.serve_timeout)
+            self.log(f"the candidate endpoint serves version {candidate} ({took:.1f} s)")
+            outcome = self._steps(run_id, production)
+        finally:
+            # Whatever ended the rollout: production takes all traffic again before anything else happens.
+            self.at.router.reset()
+            CANDIDATE_WEIGHT.labels(candidate).set(0)
+            self.at.router.release_lease(self.owner)
+            self._end_run(run_id, outcome)
+        assert outcome is not None  # an exception would have left the block above
+        return outcome
+
+    def _steps(self, run_id: str, production: str) -> Outcome:
+        baseline = NO_TRAFFIC
+        for index, weight in enumerate(self.plan.steps):
+            self.at.router.renew_lease(self.owner, self._lease_seconds())
+            self.at.router.set_split(weight)
+            CANDIDATE_WEIGHT.labels(self.plan.candidate).set(weight)
+            self.log(
+                f"step {index + 1}/{len(self.plan.steps)}: {weight:g} % of traffic to version {self.plan.candidate}"
+            )
+            verdict, stats, baseline = self._measure(baseline)
+            self._log_step(run_id, index, weight, stats, baseline)
+            STEP_VERDICTS.labels(self.plan.candidate, "passed" if verdict.passed else "failed").inc()
+            self.log(f"step {index + 1}: {'passed' if verdict.passed else 'FAILED'}: {verdict.reason}")
+            if not verdict.passed:
+                return self._abort(run_id, production, index, verdict.reason)
+        return self._promote(run_id, production)
+
+    def _measure(self, baseline: BackendStats) -> tuple[Verdict, BackendStats, BackendStats]:
+        """Look at the step's metrics every check_every seconds until the step is judged."""
+        began = self.clock()
+        while True:
+            self.sleep(self.plan.check_every)
+            self.at.router.renew_lease(self.owner, self._lease_seconds())
+            elapsed = self.clock() - began
+            stats = step_stats(self.at.prometheus, elapsed, self.clock() - self.rollout_began)
+            candidate = stats.get("candidate", NO_TRAFFIC)
+            production = stats.get("production", NO_TRAFFIC)
+            # At 100 % production gets no traffic: the candidate is compared with production's last measure.
+            if production.answers >= P99_MIN_ANSWERS:
+                baseline = production
+            elif production.labelled:  # its accuracy since the rollout began is still current
+                baseline = replace(baseline, correct=production.correct, labelled=production.labelled)
+            verdict = judge(candidate, baseline, self.plan.thresholds, step_over=elapsed >= self.plan.interval)
+            if verdict.passed is not None:
+                return verdict, candidate, baseline
+
+    def _promote(self, run_id: str, production: str) -> Outcome:
+        name, candidate = self.plan.model_name, self.plan.candidate
+        self.log(registry.promote(self.client, name, candidate, "production").describe())
+        # The candidate endpoint keeps the traffic until production serves the candidate too: no request
+        # meets an endpoint in the middle of a switch.
+        took = wait_until_served(self.at.production_url, name, candidate, timeout=self.serve_timeout)
+        self.at.router.reset()
+        self.log(f"the production endpoint serves version {candidate} ({took:.1f} s); all traffic back on it")
+        reason = f"all {len(self.plan.steps)} steps passed"
+        self._tag_version(run_id, "promoted", reason)
+        return Outcome(True, reason, run_id, production, len(self.plan.steps))
+
+    def _abort(self, run_id: str, production: str, index: int, reason: str) -> Outcome:
+        self.at.router.reset()
+        self.log(f"ABORTED: all traffic back on version {production}; the registry is unchanged")
+        self._tag_version(run_id, "aborted", reason)
+        return Outcome(False, reason, run_id, production, index)
+
+    # -- the record in MLflow --------------------------------------------------------------------------
+
+    def _start_run(self, production: str) -> str:
+        experiment = self.client.get_experiment_by_name(EXPERIMENT)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(EXPERIMENT)
+        plan, limits = self.plan, self.plan.thresholds
+        run = self.client.create_run(
+            experiment_id,
+            run_name=f"canary {plan.model_name} v{plan.candidate} vs v{production}",
+            tags={
+                "sandbox.rollout.strategy": "canary",
+                "sandbox.rollout.model_name": plan.model_name,
+                "sandbox.rollout.candidate_version": plan.candidate,
+                "sandbox.rollout.production_version": production,
+                "sandbox.rollout.outcome": "running",
+            },
+        )
+        params = {
+            "strategy": "canary",
+            "steps": ",".join(f"{s:g}" for s in plan.steps),
+            "interval_seconds": f"{plan.interval:g}",
+            "max_error_rate": f"{limits.max_error_rate:g}",
+            "max_p99_ratio": f"{limits.max_p99_ratio:g}",
+            "max_accuracy_drop": f"{limits.max_accuracy_drop:g}",
+            "min_requests": str(limits.min_requests),
+        }
+        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+        self._tag_version(run.info.run_id, "running", "")
+        return run.info.run_id
+
+    def _log_step(
+        self, run_id: str, index: int, weight: float, candidate: BackendStats, production: BackendStats
+    ) -> None:
+        stamp = int(time.time() * 1000)
+        figures = {
+            "candidate_weight_percent": weight,
+            "candidate_requests": candidate.requests,
+            "candidate_error_rate": candidate.error_rate,
+            "candidate_p99_seconds": candidate.p99_seconds,
+            "candidate_accuracy": candidate.accuracy,
+            "production_p99_seconds": production.p99_seconds,
+            "production_accuracy": production.accuracy,
+        }
+        metrics = [Metric(k, float(v), stamp, index) for k, v in figures.items() if v is not None]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def _tag_version(self, run_id: str, outcome: str, reason: str) -> None:
+        name, candidate = self.plan.model_name, self.plan.candidate
+        if outcome != "running":
+            self.client.set_model_version_tag(name, candidate, "rollout.outcome", outcome)
+            self.client.set_model_version_tag(name, candidate, "rollout.reason", reason)
+        # One tag per rollout, keyed by its run: every rollout the version went through stays listed.
+        self.client.set_model_version_tag(name, candidate, f"rollout.run.{run_id}", f"{outcome} at {registry.now()}")
+
+    def _end_run(self, run_id: str, outcome: Outcome | None) -> None:
+        if outcome is None:
+            tags = {"sandbox.rollout.outcome": "interrupted", "sandbox.rollout.reason": "the controller stopped"}
+            status = "KILLED"
+            self._tag_version(run_id, "interrupted", "the controller stopped before the rollout ended")
+        else:
+            tags = {
+                "sandbox.rollout.outcome": "promoted" if outcome.promoted else "aborted",
+                "sandbox.rollout.reason": outcome.reason,
+            }
+            status = "FINISHED"
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self._log_chart(run_id)
+        self.client.set_terminated(run_id, status)
+
+    def _log_chart(self, run_id: str) -> None:
+        """The rollout's picture (chart.py) as the run's plots/rollout.png; a note instead when Prometheus or
+        the artifact store cannot give it: the rollout's outcome does not depend on its picture."""
+        # One scrape interval, so that the picture ends with the weight back at 0.
+        self.sleep(2.5)
+        title = f"canary of {self.plan.model_name} version {self.plan.candidate}"
+        try:
+            figure = rollout_figure(self.at.prometheus, self.wall_began, time.time(), title)
+            self.client.log_figure(run_id, figure, "plots/rollout.png")
+        except (PrometheusUnavailable, MlflowException, OSError) as err:
+            self.log(f"no chart of the rollout: {err}")

@@ -1,0 +1,179 @@
+"""Canary rollouts in the local stack, as `bash infra/sandbox.sh rehearse SCENARIO` runs them: live traffic
+over REST and gRPC through the router (Envoy), judged on Prometheus, recorded in MLflow.
+
+One sandbox (`python -m infra.local.stack up`, on free ports) serves every test of the module, in order:
+a good candidate is promoted with no failed request; a schema-breaking, a less accurate and a slower one
+are each aborted for their own reason with production unchanged; a rollout stopped with Ctrl+C (or SIGTERM)
+leaves all traffic on production, and a second one cannot start while the first runs.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+from mlops_sandbox.prometheus import PrometheusQuery
+from mlops_sandbox.router import RouterAdmin, Split
+from mlops_sandbox.waiting import NotReadyYet, wait_for
+from tests.support import PROJECT_ROOT, PYTHON, local_stack_env, run_module
+from tools.ports import free_port
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "pytorch_simplenn_mnist"
+INTERVAL = "10s"
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    env: dict[str, str]
+    ports: dict[str, int]
+
+    def url(self, port: str) -> str:
+        return f"http://127.0.0.1:{self.ports[port]}"
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.url("SANDBOX_MLFLOW_PORT"))
+
+    @property
+    def router(self) -> RouterAdmin:
+        return RouterAdmin(self.url("SANDBOX_ROUTER_ADMIN_PORT"))
+
+    def production(self) -> str:
+        return str(self.client.get_model_version_by_alias(MODEL, "production").version)
+
+    def rehearse(self, scenario: str) -> subprocess.CompletedProcess[str]:
+        done = run_module("infra.local.stack", "rehearse", scenario, "--interval", INTERVAL, env=self.env, timeout=900)
+        print(done.stdout[-6000:])
+        return done
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterator[Sandbox]:
+    root = tmp_path_factory.mktemp("rollouts")
+    env, ports = local_stack_env(root / "sandbox", mnist_root)
+    up = run_module("infra.local.stack", "up", env=env)
+    try:
+        assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
+        yield Sandbox(env, ports)
+    finally:
+        run_module("infra.local.stack", "down", env=env)
+
+
+def rollout_runs(sandbox: Sandbox, candidate: str) -> list[str]:
+    """The MLflow runs of the rollouts that the candidate version went through, from its tags (the lineage)."""
+    tags = sandbox.client.get_model_version(MODEL, candidate).tags
+    return [key.removeprefix("rollout.run.") for key in tags if key.startswith("rollout.run.")]
+
+
+def last_rollout_run(sandbox: Sandbox, candidate: str) -> dict[str, str]:
+    """The tags and params of the candidate version's latest rollout run."""
+    runs = rollout_runs(sandbox, candidate)
+    assert runs, f"version {candidate} names no rollout run"
+    run = max((sandbox.client.get_run(run_id) for run_id in runs), key=lambda r: r.info.start_time)
+    assert run.data.tags["sandbox.rollout.candidate_version"] == candidate
+    return {"run_id": run.info.run_id, **run.data.tags, **{f"param.{k}": v for k, v in run.data.params.items()}}
+
+
+def candidate_of(output: str) -> str:
+    match = re.search(rf"candidate: {MODEL} version (\d+)", output)
+    assert match, output[-3000:]
+    return match[1]
+
+
+def test_a_good_candidate_is_promoted_with_no_failed_request(sandbox: Sandbox) -> None:
+    before = sandbox.production()
+    done = sandbox.rehearse("good")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    candidate = candidate_of(done.stdout)
+    assert re.search(r"rehearsal 'good': promoted .*; \d+ requests, 0 failed; as expected", done.stdout)
+    assert sandbox.production() == candidate != before
+    assert sandbox.router.split() == Split(0, 0)
+    run = last_rollout_run(sandbox, candidate)
+    assert run["sandbox.rollout.outcome"] == "promoted" and run["sandbox.rollout.production_version"] == before
+    assert run["param.strategy"] == "canary" and run["param.steps"] == "10,50,100"
+    steps = sandbox.client.get_metric_history(run["run_id"], "candidate_weight_percent")
+    assert [m.value for m in sorted(steps, key=lambda m: m.step)] == [10, 50, 100]
+    # Prometheus's recording rules have data for the versions that answered.
+    prometheus = PrometheusQuery(sandbox.url("SANDBOX_PROMETHEUS_PORT"))
+    shares = prometheus.vector("backend:sandbox_traffic_share:ratio_rate1m", by="backend")
+    assert {"production", "candidate"} <= set(shares), shares
+    accuracy = prometheus.vector("version:sandbox_traffic_accuracy:ratio_rate1m", by="model_version")
+    assert candidate in accuracy and accuracy[candidate] > 0.8, accuracy
+
+
+@pytest.mark.parametrize(
+    ("scenario", "reason"),
+    [("schema", "error rate"), ("worse", "online accuracy"), ("slower", "p99")],
+)
+def test_a_bad_candidate_is_aborted_for_its_reason_and_production_is_unchanged(
+    sandbox: Sandbox, scenario: str, reason: str
+) -> None:
+    before = sandbox.production()
+    done = sandbox.rehearse(scenario)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    candidate = candidate_of(done.stdout)
+    assert re.search(rf"rehearsal '{scenario}': aborted \({reason}.*as expected", done.stdout), done.stdout[-2000:]
+    assert sandbox.production() == before
+    assert sandbox.router.split() == Split(0, 0)
+    version = sandbox.client.get_model_version(MODEL, candidate)
+    assert version.tags["rollout.outcome"] == "aborted" and version.tags["rollout.reason"].startswith(reason)
+    assert last_rollout_run(sandbox, candidate)["sandbox.rollout.outcome"] == "aborted"
+
+
+def test_an_interrupted_rollout_leaves_all_traffic_on_production_and_a_second_cannot_start(sandbox: Sandbox) -> None:
+    # The candidate: production's model registered again as a new version.
+    production = sandbox.production()
+    source = sandbox.client.get_model_version(MODEL, production)
+    assert source.source is not None
+    other = str(sandbox.client.create_model_version(MODEL, source.source, run_id=source.run_id).version)
+    # What a user sets when the sandbox's ports are not the defaults (docs/settings.md, "Rollouts").
+    env = dict(
+        sandbox.env,
+        MLFLOW_TRACKING_URI=sandbox.url("SANDBOX_MLFLOW_PORT"),
+        SANDBOX_SERVING_URL=sandbox.url("SANDBOX_SERVING_HTTP_PORT"),
+        SANDBOX_STAGING_URL=sandbox.url("SANDBOX_STAGING_HTTP_PORT"),
+        SANDBOX_ROUTER_ADMIN_URL=sandbox.url("SANDBOX_ROUTER_ADMIN_PORT"),
+        SANDBOX_PROMETHEUS_URL=sandbox.url("SANDBOX_PROMETHEUS_PORT"),
+        SANDBOX_ROLLOUT_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
+    )
+    argv = [PYTHON, "-m", "infra.ops.rollout", "start", other, "--interval", "60s"]
+    first = subprocess.Popen(
+        argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+
+        def routed() -> None:
+            if first.poll() is not None:
+                raise RuntimeError(f"the first rollout exited with {first.returncode}: {first.communicate()[0]}")
+            if sandbox.router.split().candidate_percent != 10:
+                raise NotReadyYet("the first step has not begun")
+
+        wait_for(routed, service="the first rollout", address=sandbox.url("SANDBOX_ROUTER_ADMIN_PORT"), timeout=120)
+        second_env = dict(env, SANDBOX_ROLLOUT_METRICS_ADDRESS=f"127.0.0.1:{free_port()}")
+        second = run_module("infra.ops.rollout", "start", other, env=second_env)
+        assert second.returncode == 2 and "another rollout" in second.stderr, second.stdout + second.stderr
+        first.send_signal(signal.SIGINT)
+        output, _ = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130 and "interrupted: all traffic is on production" in output, output
+    assert sandbox.router.split() == Split(0, 0), output
+    assert sandbox.router.lease() is None or not sandbox.router.lease().live(time.time())  # type: ignore[union-attr]
+    assert sandbox.production() == production
+    run = last_rollout_run(sandbox, other)
+    assert run["sandbox.rollout.outcome"] == "interrupted"
+    assert (
+        requests.get(f"{sandbox.url('SANDBOX_ROUTER_REST_PORT')}/v2/models/{MODEL}/ready", timeout=5).status_code == 200
+    )

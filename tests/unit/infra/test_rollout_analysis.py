@@ -1,0 +1,98 @@
+"""The verdict on a rollout step (infra/ops/rollout/analysis.py), rule by rule, boundaries included."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.ops.rollout.analysis import P99_MIN_ANSWERS, BackendStats, Thresholds, drop_noise, judge, wilson_lower_bound
+
+LIMITS = Thresholds(max_error_rate=0.01, max_p99_ratio=1.5, max_accuracy_drop=0.02, min_requests=20)
+PRODUCTION = BackendStats(requests=900, p99_seconds=0.010, correct=8820, labelled=9000)  # 0.98
+HEALTHY = BackendStats(requests=200, p99_seconds=0.011, correct=1950, labelled=2000)  # 0.975
+
+
+def test_a_healthy_candidate_passes_at_the_end_of_its_step_and_not_before() -> None:
+    assert judge(HEALTHY, PRODUCTION, LIMITS, step_over=False).passed is None
+    verdict = judge(HEALTHY, PRODUCTION, LIMITS, step_over=True)
+    assert verdict.passed is True
+    assert "accuracy 0.9750 vs 0.9800" in verdict.reason and "p99 1.10x" in verdict.reason
+
+
+def test_errors_abort_mid_step_as_soon_as_they_are_evidence() -> None:
+    refusing = BackendStats(requests=3, client_errors=3)
+    verdict = judge(refusing, PRODUCTION, LIMITS, step_over=False)
+    assert verdict.passed is False
+    assert "error rate 100.0% > 1.0%" in verdict.reason and "3 refused" in verdict.reason
+    # Two failures may be bad luck; three in 400 (0.75 %) are within the 1 % allowed.
+    assert judge(BackendStats(requests=2, server_errors=2), PRODUCTION, LIMITS, step_over=False).passed is None
+    assert judge(BackendStats(requests=400, server_errors=3), PRODUCTION, LIMITS, step_over=False).passed is None
+    # 3 in 200 is above 1 %, but not surely: the step goes on, and its end decides.
+    assert wilson_lower_bound(3, 200) < 0.01
+    assert judge(BackendStats(requests=200, server_errors=3), PRODUCTION, LIMITS, step_over=False).passed is None
+    assert judge(BackendStats(requests=200, server_errors=3), PRODUCTION, LIMITS, step_over=True).passed is False
+
+
+def test_the_wilson_bound_matches_the_formula() -> None:
+    # Wilson (1927): (p + z²/2n - z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n), z = 1.645; 10 of 100 gives 0.0607.
+    assert abs(wilson_lower_bound(10, 100) - 0.06072) < 0.00005
+    assert wilson_lower_bound(0, 50) == 0.0 and wilson_lower_bound(0, 0) == 0.0
+
+
+def test_the_error_rate_boundary_is_allowed() -> None:
+    at_limit = BackendStats(requests=100, server_errors=1)
+    assert judge(at_limit, PRODUCTION, LIMITS, step_over=True).passed is True
+    above = BackendStats(requests=100, server_errors=2)
+    assert judge(above, PRODUCTION, LIMITS, step_over=True).passed is False
+
+
+def test_a_slower_candidate_fails_on_p99_relative_to_production() -> None:
+    slow = BackendStats(requests=200, p99_seconds=0.016)
+    verdict = judge(slow, PRODUCTION, LIMITS, step_over=True)
+    assert verdict.passed is False
+    assert "p99 16.0 ms is 1.60x production's 10.0 ms" in verdict.reason
+    assert judge(BackendStats(requests=200, p99_seconds=0.015), PRODUCTION, LIMITS, step_over=True).passed
+
+
+def test_p99_is_not_judged_on_fewer_answers_than_a_99th_percentile_needs() -> None:
+    few = BackendStats(requests=P99_MIN_ANSWERS - 1, p99_seconds=0.1)
+    verdict = judge(few, PRODUCTION, LIMITS, step_over=True)
+    assert verdict.passed is True and "p99 not judged" in verdict.reason
+    enough = BackendStats(requests=P99_MIN_ANSWERS, p99_seconds=0.1)
+    assert judge(enough, PRODUCTION, LIMITS, step_over=True).passed is False
+
+
+def test_a_less_accurate_candidate_fails_on_online_accuracy() -> None:
+    worse = BackendStats(requests=200, correct=180, labelled=200)  # 0.90, 8 points below
+    verdict = judge(worse, PRODUCTION, LIMITS, step_over=True)
+    assert verdict.passed is False
+    assert "online accuracy 0.9000 is 0.0800 below production's 0.9800" in verdict.reason
+
+
+def test_an_accuracy_drop_that_few_labels_explain_does_not_abort() -> None:
+    # 57 of 60 (0.95) on a 10 % step is 3 points below production, but one image more or less moves it by
+    # 1.7 points: not evidence against the candidate yet.
+    few = BackendStats(requests=60, correct=57, labelled=60)
+    assert drop_noise(few, PRODUCTION) > 0.02
+    assert judge(few, PRODUCTION, LIMITS, step_over=True).passed is True
+    # The same share of mistakes on 2,000 images is evidence.
+    many = BackendStats(requests=200, correct=1900, labelled=2000)
+    assert judge(many, PRODUCTION, LIMITS, step_over=True).passed is False
+
+
+def test_a_step_without_enough_traffic_fails_rather_than_passing_unjudged() -> None:
+    verdict = judge(BackendStats(requests=5, correct=5, labelled=5), PRODUCTION, LIMITS, step_over=True)
+    assert verdict.passed is False and "too little traffic" in verdict.reason
+
+
+def test_without_labels_accuracy_is_said_to_be_unjudged() -> None:
+    unlabelled = BackendStats(requests=200, p99_seconds=0.01)
+    verdict = judge(unlabelled, PRODUCTION, LIMITS, step_over=True)
+    assert verdict.passed is True and "accuracy not judged" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_error_rate": 1.5}, {"max_accuracy_drop": -0.1}, {"max_p99_ratio": 0}, {"min_requests": 0}]
+)
+def test_impossible_thresholds_are_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        Thresholds(**kwargs)  # type: ignore[arg-type]
