@@ -29,7 +29,7 @@ def test_benchmark_writes_a_table(tmp_path: Path, mnist_root: Path) -> None:
         "--batch",
         "4",
         "--configs",
-        "a,d",
+        "a,d,e",
         "--train-limit",
         "500",
         "--profile",
@@ -41,6 +41,7 @@ def test_benchmark_writes_a_table(tmp_path: Path, mnist_root: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = (out / "serving-benchmark.md").read_text()
     assert "| (d) ours, as shipped | gRPC | 4 | 1 |" in table, table
+    assert "| (e) (d) through the router (Envoy) | REST | 4 | 1 |" in table, table
     assert "| model forward pass (torch) |" in table, table
     assert sorted(p.name for p in out.glob("profile-*.txt")) == [
         "profile-REST-batch-1-x16.txt",

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from tools.benchmark.load import Measurement  # noqa: E402
 
-LIMIT, STOCK_MLSERVER, OURS = "a", "c", "d"
+LIMIT, STOCK_MLSERVER, OURS, ROUTED = "a", "c", "d", "e"
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,16 @@ def goals(rows: list[Row]) -> list[tuple[str, str, float, bool]]:
             speedup = _ratio(best.result.img_s, stock.result.img_s)
             goal = f"batch of {case[0]}, {clients} client(s), images/s, fastest path ({best.protocol}) vs (c)"
             out.append((goal, ">= 8x", speedup, speedup >= 8))
+    for row in rows:
+        direct = _find(rows, OURS, row.case, row.protocol) if row.config == ROUTED else None
+        if direct is None or row.clients != 16:
+            continue
+        # Issue 11's targets for the router: >= 85 % of direct throughput at 16 clients, <= 2 ms more at p99.
+        which = f"batch {row.batch}, 16 clients, {row.protocol}"
+        kept = _ratio(row.result.req_s, direct.result.req_s)
+        out.append((f"router: req/s through Envoy vs direct (d), {which}", ">= 0.85x", kept, kept >= 0.85))
+        added = row.result.p99_ms - direct.result.p99_ms
+        out.append((f"router: p99 added through Envoy, {which}", "<= 2 ms", added, added <= 2))
     return out
 
 
@@ -104,7 +114,8 @@ def markdown(rows: list[Row], servers: list[Server], header: str) -> str:
     if measured_goals:
         lines += ["", "| goal | target | measured | met |", "|---|---|--:|---|"]
         for goal, target, value, met in measured_goals:
-            lines.append(f"| {goal} | {target} | {_fmt(value, 2)}x | {'yes' if met else 'NO'} |")
+            unit = " ms" if target.endswith("ms") else "x"
+            lines.append(f"| {goal} | {target} | {_fmt(value, 2)}{unit} | {'yes' if met else 'NO'} |")
     clients_cpu = [r for r in rows if r.result.client_cpu_per_request_ms is not None]
     if clients_cpu:
         lines += [

@@ -3,6 +3,7 @@
 stock_scoring   (b) mlflow models serve -m models:/NAME/V --env-manager local
 stock_mlserver  (c) the same with --enable-mlserver, every MLServer setting at its default
 ours            (d) python -m services.serving.entrypoint, as shipped (its defaults)
+routed          (e) (d) behind the router (python -m services.router.entrypoint, Envoy), all traffic to it
 """
 
 from __future__ import annotations
@@ -140,3 +141,25 @@ def ours(tracking_uri: str, model_name: str, log_dir: Path, **settings: str) -> 
     ready = f"{url}/v2/models/{model_name}/ready"
     with started("ours", [PYTHON, "-m", "services.serving.entrypoint"], env, ready, log_dir) as (pgid, cold):
         yield Running(pgid, cold, url, f"127.0.0.1:{grpc_port}")
+
+
+@contextmanager
+def routed(behind: Running, log_dir: Path) -> Iterator[Running]:
+    """The router in front of `behind` (both its upstreams point at it, as a rollout's production at 0 %)."""
+    assert behind.grpc_target is not None
+    rest, grpc, admin = free_port(), free_port(), free_port()
+    upstream_rest = behind.http_url.removeprefix("http://")
+    env = dict(
+        os.environ,
+        SANDBOX_ROUTER_REST_ADDRESS=f"127.0.0.1:{rest}",
+        SANDBOX_ROUTER_GRPC_ADDRESS=f"127.0.0.1:{grpc}",
+        SANDBOX_ROUTER_ADMIN_ADDRESS=f"127.0.0.1:{admin}",
+        SANDBOX_ROUTER_PRODUCTION_REST=upstream_rest,
+        SANDBOX_ROUTER_CANDIDATE_REST=upstream_rest,
+        SANDBOX_ROUTER_PRODUCTION_GRPC=behind.grpc_target,
+        SANDBOX_ROUTER_CANDIDATE_GRPC=behind.grpc_target,
+        SANDBOX_ROUTER_CONFIG_DIR=str(log_dir),
+    )
+    argv = [PYTHON, "-m", "services.router.entrypoint"]
+    with started("router", argv, env, f"http://127.0.0.1:{admin}/ready", log_dir) as (pgid, cold):
+        yield Running(pgid, cold, f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}")

@@ -6,6 +6,7 @@
     (b) stock `mlflow models serve` scoring server
     (c) the stock command `mlflow models serve --env-manager local --enable-mlserver`, MLServer defaults
     (d) this project's serving as shipped (python -m services.serving.entrypoint): V2 REST and V2 gRPC
+    (e) (d) behind the router of rollouts (Envoy), V2 REST and gRPC: what the router costs
 
 For each: requests/s, images/s, p50 and p99 latency, for one image and a batch of 32 per request, at 1 and
 16 concurrent clients (closed loop); cold start to ready; RSS of the server's whole process tree. REST load
@@ -45,7 +46,7 @@ from tools.benchmark.report import Row, Server, chart, markdown
 from tools.benchmark.setup import check_grpc, check_rest, grpc_request, throwaway_registry
 
 MODEL = "pytorch_simplenn_mnist"
-CONFIGS = ("a", "b", "c", "d")
+CONFIGS = ("a", "b", "c", "d", "e")
 
 
 class Bench:
@@ -163,6 +164,14 @@ def run(args: argparse.Namespace, work: Path) -> Bench:
                 bench.servers.append(Server("d", label, srv.cold_start_s, srv.rss_mb()))
                 if args.profile:
                     bench.profile(srv, work)
+                if "e" in args.configs:
+                    with servers.routed(srv, work) as router:
+                        label = "(d) through the router (Envoy)"
+                        print(f"(e) {label}: ready in {router.cold_start_s:.1f} s", flush=True)
+                        bench.rest("e", label, f"{router.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies)
+                        assert router.grpc_target is not None
+                        bench.grpc("e", label, router.grpc_target)
+                        bench.servers.append(Server("e", label, router.cold_start_s, router.rss_mb()))
     return bench
 
 
@@ -181,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each case")
     parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16])
     parser.add_argument("--batch", type=int, default=32, help="images per request of the batch case")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="which of a,b,c,d to run (default all)")
+    parser.add_argument(
+        "--configs", default=",".join(CONFIGS), help="which of a,b,c,d,e to run (default all; e needs d)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--train-limit", type=int, default=2000, help="images to train the throwaway model on")
     parser.add_argument("--tracking-uri", help="use this MLflow server's model instead of a throwaway one")
