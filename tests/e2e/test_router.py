@@ -322,7 +322,9 @@ def test_a_split_that_no_live_lease_covers_is_withdrawn_by_the_watchdog(running:
     )
     took = time.monotonic() - began
     print(f"split withdrawn {took:.1f} s after a 2 s lease was taken")
-    assert 1.5 <= took <= 6, took
+    # Not before the lease ran out (a live lease is respected), and within the 10 s that docs/operations.md
+    # promises for a killed controller.
+    assert 1.5 <= took <= 10, took
     log = (running.log_dir / "router.log").read_text()
     assert "the lease of killed-controller expired: all traffic back on production" in log
 
