@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--served-model", help="the model name on the server (default: SANDBOX_MODEL_NAME)")
     parser.add_argument("-n", "--images", type=int, default=1000, help="test images to evaluate (max 10000)")
-    parser.add_argument("--batch-size", type=int, default=100, help="images per REST request")
+    parser.add_argument("--batch-size", type=int, default=100, help="images per request (REST or gRPC)")
     parser.add_argument("--min-accuracy", type=float, help="exit 1 when accuracy is below this")
     parser.add_argument("--wait-seconds", type=float, default=60.0, help="how long to wait for the server")
     args = parser.parse_args(argv)

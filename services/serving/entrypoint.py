@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -95,12 +96,41 @@ def serve_env(settings: ServingSettings) -> dict[str, str]:
     return env
 
 
+def ports_in_use(settings: ServingSettings) -> list[str]:
+    """`VARIABLE=port` for each of the three ports that another program holds on settings.host.
+
+    Checked before MLServer starts because it would not say: gRPC binds with SO_REUSEPORT, so a second
+    server on a gRPC port that another MLServer holds starts without an error, and the two then share its
+    clients. The probe binds without SO_REUSEPORT, which fails on a port that any listener holds.
+    """
+    busy = []
+    for name, port in (
+        ("MLSERVER_HTTP_PORT", settings.http_port),
+        ("MLSERVER_GRPC_PORT", settings.grpc_port),
+        ("MLSERVER_METRICS_PORT", settings.metrics_port),
+    ):
+        with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as probe:
+            # SO_REUSEADDR: a port left in TIME_WAIT by a server that just stopped is free to use.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((settings.host, port))
+            except OSError:
+                busy.append(f"{name}={port}")
+    return busy
+
+
 def main() -> int:
     # Artifact downloads stay on the tracking server's proxy: no presigned URLs straight to S3, so serving
     # needs no object-store credentials or network path.
     os.environ["MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"] = "false"
     try:
         settings = ServingSettings()
+        if busy := ports_in_use(settings):
+            print(
+                f"error: another program listens on {', '.join(busy)} ({settings.host}): stop it or choose other ports",
+                file=sys.stderr,
+            )
+            return 1
         client = connect(settings.tracking)
         version = wait_for_version(client, settings)
     except ValidationError as err:

@@ -75,6 +75,13 @@ class RegistryModelRuntime(MLflowRuntime):
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         """MLflowRuntime.predict, with the direct path, and with bad input answered as 400 / INVALID_ARGUMENT
         and a readable reason (MLflow's schema errors would otherwise be a bare 500)."""
+        for tensor in payload.inputs:
+            # The V2 protocol's shapes are non-negative; numpy would read a -1 as "infer this dimension" and
+            # answer a request that declared an impossible shape.
+            if any(dimension < 0 for dimension in tensor.shape):
+                raise InferenceError(
+                    f"input {tensor.name!r} declares shape {tensor.shape}: the V2 protocol allows no negative dimension"
+                )
         direct = self.direct if self.direct is not None and self.direct.accepts(payload) else None
         try:
             decoded = NumpyCodec.decode_input(payload.inputs[0]) if direct else self.decode_request(payload)

@@ -64,6 +64,18 @@ def test_grpc_answers_as_rest_does(stack: Stack, mnist_root: Path) -> None:
     assert summary in grpc.stdout and grpc.stdout.startswith(f"grpc://{grpc_address}")
 
 
+def test_a_batch_that_rest_serves_grpc_serves_too(stack: Stack, mnist_root: Path) -> None:
+    # 2,000 images are 6.3 MB as FP32: over gRPC's default limit of 4 MiB (MLSERVER_GRPC_MAX_MESSAGE_LENGTH).
+    env = stack.client_env(SANDBOX_MNIST_ROOT=str(mnist_root))
+    batch = ("-n", "2000", "--batch-size", "2000")
+    rest = run_module("infra.ops.predict", "--serving-url", stack.serving_url, *batch, env=env)
+    grpc_address = f"127.0.0.1:{stack.grpc_port}"
+    grpc = run_module("infra.ops.predict", "--serving-url", grpc_address, "--protocol", "grpc", *batch, env=env)
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert grpc.returncode == 0, grpc.stdout + grpc.stderr
+    assert "/2000 test images" in rest.stdout and "/2000 test images" in grpc.stdout
+
+
 LOAD_SNIPPET = """
 import mlflow
 model_name = "pytorch_simplenn_mnist"
@@ -119,10 +131,11 @@ def test_artifacts_are_objects_in_the_bucket(stack: Stack) -> None:
         {"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]},
         {"inputs": [{"name": "input-0", "shape": [1, 1, 28, 28], "datatype": "BYTES", "data": ["x"] * 784}]},
         {"inputs": [{"name": "input-0", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.5] * 10}]},
+        {"inputs": [{"name": "input-0", "shape": [-1, 1, 28, 28], "datatype": "FP32", "data": [0.5] * 784}]},
         {"nonsense": True},
         "not json at all",
     ],
-    ids=["wrong-shape", "strings", "data-does-not-fill-shape", "no-inputs", "invalid-json"],
+    ids=["wrong-shape", "strings", "data-does-not-fill-shape", "negative-dimension", "no-inputs", "invalid-json"],
 )
 def test_malformed_requests_get_an_error_and_the_server_stays_up(
     stack: Stack, body: Any, test_images: tuple[np.ndarray, np.ndarray]
@@ -171,6 +184,8 @@ def test_serving_waits_boundedly_for_a_missing_model_and_names_it(stack: Stack) 
         SANDBOX_MODEL_REF="@no-such-alias",
         SANDBOX_SERVING_REGISTRY_WAIT_SECONDS="3",
         MLSERVER_HTTP_PORT=str(free_port()),
+        MLSERVER_GRPC_PORT=str(free_port()),
+        MLSERVER_METRICS_PORT=str(free_port()),
     )
     began = time.monotonic()
     done = run_module("services.serving.entrypoint", env=env, timeout=120)

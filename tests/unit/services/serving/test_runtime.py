@@ -27,6 +27,7 @@ from services.serving.settings import ServingSettings
 from training.model import build_model, for_serving
 
 IMAGES = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+ONE = IMAGES[:1].ravel().tolist()
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +111,18 @@ def test_direct_path_takes_only_requests_that_match_the_signature(
         (request(IMAGES.astype(np.float64), datatype="FP64"), "dtype of input float64 does not match"),
         (request(IMAGES.reshape(3, 784)), "Shape of input (3, 784) does not match"),
         (request(IMAGES, data=[0.5] * 10), "cannot decode"),
+        (
+            InferenceRequest(
+                inputs=[
+                    RequestInput(
+                        name="input-0", shape=[-1, 1, 28, 28], datatype="FP32", data=IMAGES[:1].ravel().tolist()
+                    )
+                ]
+            ),
+            "declares shape [-1, 1, 28, 28]: the V2 protocol allows no negative dimension",
+        ),
     ],
-    ids=["fp64", "flat", "too-little-data"],
+    ids=["fp64", "flat", "too-little-data", "negative-dimension"],
 )
 def test_bad_input_is_a_client_error_with_the_reason(saved_model: Path, payload: InferenceRequest, reason: str) -> None:
     with pytest.raises(InferenceError) as raised:
@@ -132,7 +143,7 @@ def test_settings_reach_mlserver_files(tmp_path: Path, monkeypatch: pytest.Monke
     folder = store.prepare("4", "@production")
 
     server = json.loads((folder / "settings.json").read_text())
-    assert server == {"parallel_workers": 0, "debug": False}
+    assert server == {"parallel_workers": 0, "debug": False, "grpc_max_message_length": 64 * 2**20}
     model = json.loads((folder / "model-settings.json").read_text())
     assert (model["max_batch_size"], model["max_batch_time"]) == (8, 0.0002)
     assert model["parameters"]["extra"] == {
