@@ -34,7 +34,8 @@ SUBCOMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "resolve": ("infra.ops.registry", ("resolve",), "the version an alias, stage or number points at"),
     "predict": ("infra.ops.predict", (), "accuracy on MNIST test images, in-process or from a V2 endpoint"),
     "rehearse": ("infra.ops.rehearsal", (), "train, stage, gate, promote, verify, roll back, verify"),
-    "rollout": ("infra.ops.rollout", (), "canary a version through the router, judged on Prometheus (start V)"),
+    "rollout": ("infra.ops.rollout", (), "start V: canary (or --strategy blue-green) a version through the router"),
+    "traffic": ("services.traffic.entrypoint", (), "MNIST traffic that knows its labels (SANDBOX_TRAFFIC_TARGET)"),
 }
 
 

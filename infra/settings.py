@@ -42,7 +42,8 @@ class StackSettings(SandboxSettings):
     staging_metrics_port: int = Field(8092, ge=1, le=65535, validation_alias="SANDBOX_STAGING_METRICS_PORT")
     """Staging: Prometheus /metrics."""
     router_rest_port: int = Field(8070, ge=1, le=65535, validation_alias="SANDBOX_ROUTER_REST_PORT")
-    """The router (Envoy): the one public V2 REST endpoint of rollouts, in front of production and candidate."""
+    """The router (Envoy): the one public V2 REST endpoint of rollouts, in front of production and candidate.
+    The router, Prometheus and the rollout ports below are the local stack's; compose has none of them yet."""
     router_grpc_port: int = Field(8071, ge=1, le=65535, validation_alias="SANDBOX_ROUTER_GRPC_PORT")
     """The router: V2 gRPC."""
     router_admin_port: int = Field(8079, ge=1, le=65535, validation_alias="SANDBOX_ROUTER_ADMIN_PORT")

@@ -206,7 +206,9 @@ def up(stack: Stack, *, train: bool) -> None:
 def rehearse(stack: Stack, scenario: str | None, extra: list[str]) -> None:
     """Run a rehearsal against the running sandbox: the gated blue-green one (infra.ops.rehearsal) without a
     scenario, else that canary scenario (infra.ops.rollout.rehearse: good, schema, worse, slower)."""
-    missing = [name for name in SERVICE_ORDER if name != "s3" and stack.processes.running(name) is None]
+    # The blue-green rehearsal needs the tracking server and both endpoints; a canary also the router and Prometheus.
+    needed = SERVICE_ORDER[1:] if scenario else ("mlflow", "serving", "serving-staging")
+    missing = [name for name in needed if stack.processes.running(name) is None]
     if missing:
         raise StackError(f"not running: {', '.join(missing)}; start the sandbox first: bash infra/sandbox.sh")
     if scenario is None:

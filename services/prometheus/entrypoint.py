@@ -2,8 +2,8 @@
 
     python -m services.prometheus.entrypoint
 
-Writes prometheus.yml into SANDBOX_PROMETHEUS_DATA_DIR and runs Prometheus on it. The compose service runs
-the upstream prom/prometheus image on the same rendered file and the same rules (compose.yaml).
+Writes prometheus.yml into SANDBOX_PROMETHEUS_DATA_DIR and runs Prometheus on it. The local stack runs it;
+compose has no Prometheus service yet (issue 11).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from mlops_sandbox.prometheus import PrometheusQuery
 from mlops_sandbox.router import RouterAdmin, Split
 from mlops_sandbox.waiting import NotReadyYet, wait_for
-from tests.support import PROJECT_ROOT, PYTHON, local_stack_env, run_module
+from tests.support import PROJECT_ROOT, PYTHON, local_stack_env, run_module, server
 from tools.ports import free_port
 
 pytestmark = pytest.mark.e2e
@@ -91,6 +91,36 @@ def candidate_of(output: str) -> str:
     return match[1]
 
 
+def rollout_env(sandbox: Sandbox) -> dict[str, str]:
+    """What a user sets for `rollout start` when the sandbox's ports are not the defaults (docs/operations.md)."""
+    return dict(
+        sandbox.env,
+        MLFLOW_TRACKING_URI=sandbox.url("SANDBOX_MLFLOW_PORT"),
+        SANDBOX_SERVING_URL=sandbox.url("SANDBOX_SERVING_HTTP_PORT"),
+        SANDBOX_STAGING_URL=sandbox.url("SANDBOX_STAGING_HTTP_PORT"),
+        SANDBOX_ROUTER_ADMIN_URL=sandbox.url("SANDBOX_ROUTER_ADMIN_PORT"),
+        SANDBOX_PROMETHEUS_URL=sandbox.url("SANDBOX_PROMETHEUS_PORT"),
+        SANDBOX_ROLLOUT_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
+    )
+
+
+def copy_of_production(sandbox: Sandbox) -> str:
+    """A new version that is production's model registered again: a candidate as good as production."""
+    source = sandbox.client.get_model_version(MODEL, sandbox.production())
+    assert source.source is not None
+    return str(sandbox.client.create_model_version(MODEL, source.source, run_id=source.run_id).version)
+
+
+def test_a_rollout_without_labelled_traffic_is_refused_before_anything_moves(sandbox: Sandbox) -> None:
+    staging = str(sandbox.client.get_model_version_by_alias(MODEL, "staging").version)
+    candidate = copy_of_production(sandbox)
+    done = run_module("infra.ops.rollout", "start", candidate, env=rollout_env(sandbox))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no traffic went through the router" in done.stderr
+    assert str(sandbox.client.get_model_version_by_alias(MODEL, "staging").version) == staging
+    assert sandbox.router.split() == Split(0, 0)
+
+
 def test_a_good_candidate_is_promoted_with_no_failed_request(sandbox: Sandbox) -> None:
     before = sandbox.production()
     done = sandbox.rehearse("good")
@@ -120,9 +150,13 @@ def test_a_bad_candidate_is_aborted_for_its_reason_and_production_is_unchanged(
     sandbox: Sandbox, scenario: str, reason: str
 ) -> None:
     before = sandbox.production()
+    staging = str(sandbox.client.get_model_version_by_alias(MODEL, "staging").version)
     done = sandbox.rehearse(scenario)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     candidate = candidate_of(done.stdout)
+    # @staging is back where it was, so that a later `promote @staging` cannot promote the rejected candidate.
+    assert str(sandbox.client.get_model_version_by_alias(MODEL, "staging").version) == staging
+    assert sandbox.client.get_model_version(MODEL, candidate).current_stage == "Archived"
     assert re.search(rf"rehearsal '{scenario}': aborted \({reason}.*as expected", done.stdout), done.stdout[-2000:]
     assert sandbox.production() == before
     assert sandbox.router.split() == Split(0, 0)
@@ -131,43 +165,45 @@ def test_a_bad_candidate_is_aborted_for_its_reason_and_production_is_unchanged(
     assert last_rollout_run(sandbox, candidate)["sandbox.rollout.outcome"] == "aborted"
 
 
-def test_an_interrupted_rollout_leaves_all_traffic_on_production_and_a_second_cannot_start(sandbox: Sandbox) -> None:
-    # The candidate: production's model registered again as a new version.
+def test_an_interrupted_rollout_leaves_all_traffic_on_production_and_a_second_cannot_start(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
     production = sandbox.production()
-    source = sandbox.client.get_model_version(MODEL, production)
-    assert source.source is not None
-    other = str(sandbox.client.create_model_version(MODEL, source.source, run_id=source.run_id).version)
-    # What a user sets when the sandbox's ports are not the defaults (docs/settings.md, "Rollouts").
-    env = dict(
+    other = copy_of_production(sandbox)
+    env = rollout_env(sandbox)
+    # The user's traffic, as docs/operations.md starts it: through the router, on a port Prometheus scrapes.
+    traffic_env = dict(
         sandbox.env,
-        MLFLOW_TRACKING_URI=sandbox.url("SANDBOX_MLFLOW_PORT"),
-        SANDBOX_SERVING_URL=sandbox.url("SANDBOX_SERVING_HTTP_PORT"),
-        SANDBOX_STAGING_URL=sandbox.url("SANDBOX_STAGING_HTTP_PORT"),
-        SANDBOX_ROUTER_ADMIN_URL=sandbox.url("SANDBOX_ROUTER_ADMIN_PORT"),
-        SANDBOX_PROMETHEUS_URL=sandbox.url("SANDBOX_PROMETHEUS_PORT"),
-        SANDBOX_ROLLOUT_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
+        SANDBOX_TRAFFIC_TARGET=sandbox.url("SANDBOX_ROUTER_REST_PORT"),
+        SANDBOX_TRAFFIC_RATE="20",
+        SANDBOX_TRAFFIC_DURATION_SECONDS="300",
+        SANDBOX_TRAFFIC_METRICS_ADDRESS=f"127.0.0.1:{sandbox.ports['SANDBOX_TRAFFIC_METRICS_PORT']}",
     )
+    metrics = f"http://127.0.0.1:{sandbox.ports['SANDBOX_TRAFFIC_METRICS_PORT']}/metrics"
+    traffic = server("traffic", "services.traffic.entrypoint", traffic_env, tmp_path, metrics)
     argv = [PYTHON, "-m", "infra.ops.rollout", "start", other, "--interval", "60s"]
-    first = subprocess.Popen(
-        argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
+    with traffic:
+        first = subprocess.Popen(
+            argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
 
-        def routed() -> None:
-            if first.poll() is not None:
-                raise RuntimeError(f"the first rollout exited with {first.returncode}: {first.communicate()[0]}")
-            if sandbox.router.split().candidate_percent != 10:
-                raise NotReadyYet("the first step has not begun")
+            def routed() -> None:
+                if first.poll() is not None:
+                    raise RuntimeError(f"the first rollout exited with {first.returncode}: {first.communicate()[0]}")
+                if sandbox.router.split().candidate_percent != 10:
+                    raise NotReadyYet("the first step has not begun")
 
-        wait_for(routed, service="the first rollout", address=sandbox.url("SANDBOX_ROUTER_ADMIN_PORT"), timeout=120)
-        second_env = dict(env, SANDBOX_ROLLOUT_METRICS_ADDRESS=f"127.0.0.1:{free_port()}")
-        second = run_module("infra.ops.rollout", "start", other, env=second_env)
-        assert second.returncode == 2 and "another rollout" in second.stderr, second.stdout + second.stderr
-        first.send_signal(signal.SIGINT)
-        output, _ = first.communicate(timeout=60)
-    finally:
-        if first.poll() is None:
-            first.kill()
+            admin = sandbox.url("SANDBOX_ROUTER_ADMIN_PORT")
+            wait_for(routed, service="the first rollout", address=admin, timeout=120)
+            second_env = dict(env, SANDBOX_ROLLOUT_METRICS_ADDRESS=f"127.0.0.1:{free_port()}")
+            second = run_module("infra.ops.rollout", "start", other, env=second_env)
+            assert second.returncode == 2 and "another rollout" in second.stderr, second.stdout + second.stderr
+            first.send_signal(signal.SIGINT)
+            output, _ = first.communicate(timeout=60)
+        finally:
+            if first.poll() is None:
+                first.kill()
     assert first.returncode == 130 and "interrupted: all traffic is on production" in output, output
     assert sandbox.router.split() == Split(0, 0), output
     assert sandbox.router.lease() is None or not sandbox.router.lease().live(time.time())  # type: ignore[union-attr]

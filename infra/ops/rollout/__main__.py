@@ -4,12 +4,16 @@
     python -m infra.ops.rollout start 7 --strategy blue-green       # the gated switch, all at once
 
 canary: the router sends a growing share of live traffic to the candidate endpoint (@staging), each step is
-judged on Prometheus's metrics, and @production moves only when every step passed (controller.py).
+judged on Prometheus's metrics, and @production moves only when every step passed (controller.py). It needs
+the router, Prometheus, and traffic through the router from the traffic generator (services/traffic), which
+knows each image's label; without them it refuses to start.
 blue-green: the candidate is measured on MNIST test images on both endpoints and promoted when it is not
 worse (mlops_sandbox.gate), then production takes all traffic at once.
 
-Reads MLFLOW_TRACKING_URI, SANDBOX_SERVING_URL and SANDBOX_STAGING_URL (the endpoints), SANDBOX_ROUTER_ADMIN_URL
-and SANDBOX_PROMETHEUS_URL. Exit status: 0 promoted, 1 aborted or rejected, 2 could not start.
+Reads MLFLOW_TRACKING_URI, SANDBOX_MODEL_NAME, SANDBOX_SERVING_URL and SANDBOX_STAGING_URL (the endpoints),
+SANDBOX_ROUTER_ADMIN_URL, SANDBOX_PROMETHEUS_URL and SANDBOX_ROLLOUT_METRICS_ADDRESS (docs/settings.md).
+Exit status: 0 promoted, 1 aborted or rejected, 2 could not start or could not go on (all traffic is then on
+production), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -61,16 +65,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m infra.ops.rollout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    start = commands.add_parser("start", help="roll a registered version out")
+    start = commands.add_parser(
+        "start",
+        help="roll a registered version out",
+        description="Roll a registered version out as a canary (default) or a gated blue-green switch.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     start.add_argument("version", help="the registered version to roll out (a number, or @alias)")
-    start.add_argument("--strategy", choices=("canary", "blue-green"), default="canary")
-    start.add_argument("--steps", type=percents, default=(10.0, 50.0, 100.0), help="canary: %% of traffic per step")
-    start.add_argument("--interval", type=seconds, default=30.0, help="canary: how long each step lasts (30s, 2m)")
+    start.add_argument("--strategy", choices=("canary", "blue-green"), default="canary", help="how traffic moves")
+    start.add_argument("--steps", type=percents, default="10,50,100", help="canary: %% of traffic per step")
+    start.add_argument("--interval", type=seconds, default="30s", help="canary: how long each step lasts (30s, 2m)")
     defaults = Thresholds()
     start.add_argument("--max-error-rate", type=float, default=defaults.max_error_rate, help="fraction, 0.01 = 1%%")
     start.add_argument("--max-p99-ratio", type=float, default=defaults.max_p99_ratio, help="candidate/production")
-    start.add_argument("--max-accuracy-drop", type=float, default=defaults.max_accuracy_drop, help="absolute")
-    start.add_argument("--min-requests", type=int, default=defaults.min_requests, help="per step, to judge it")
+    start.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=defaults.max_accuracy_drop,
+        help="how far the candidate's online accuracy may fall below production's (0.02 = 2 points)",
+    )
+    start.add_argument(
+        "--min-requests", type=int, default=defaults.min_requests, help="candidate requests a step needs to be judged"
+    )
     start.add_argument("--tolerance", type=float, default=0.005, help="blue-green: the gate's allowed accuracy drop")
     start.add_argument("-n", "--images", type=int, default=2_000, help="blue-green: test images per version")
     return parser.parse_args(argv)
@@ -96,9 +112,12 @@ def blue_green(args: argparse.Namespace, client: object, name: str, version: str
 
 def rollout_endpoints(settings: RolloutSettings, endpoints: EndpointSettings) -> Endpoints:
     """Where a canary acts, from the settings; starts the controller's /metrics on settings.metrics_address
-    (OSError when that port is taken)."""
+    (with a note instead when that port is taken)."""
     host, _, port = settings.metrics_address.rpartition(":")
-    start_http_server(int(port), addr=host)
+    try:
+        start_http_server(int(port), addr=host)
+    except OSError as err:  # another rollout's, most likely: the router's lease decides whether this one runs
+        print(f"note: the controller's metrics are not served ({settings.metrics_address}: {err})", file=sys.stderr)
     return Endpoints(
         RouterAdmin(settings.router_admin_url),
         PrometheusQuery(settings.prometheus_url),
@@ -130,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             return blue_green(args, client, name, version, endpoints)
         plan = Plan(name, version, args.steps, args.interval, thresholds)
         at = rollout_endpoints(settings, endpoints)
-        print(f"canary of {name} version {version}: steps {args.steps} %, {args.interval:g} s each")
+        steps = ", ".join(f"{step:g}" for step in args.steps)
+        print(f"canary of {name} version {version}: steps {steps} %, {args.interval:g} s each")
         outcome = Canary(client, plan, at).run()
     except (RolloutError, RouterBusy, registry.RegistryError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -37,7 +37,7 @@ class Thresholds:
     """How far the candidate's online accuracy may fall below production's (absolute, 0.02 = 2 points); a larger
     drop aborts only when sampling noise does not explain it (CONFIDENCE_Z)."""
     min_requests: int = 20
-    """Requests the candidate must have answered in a step before the step can pass: fewer judge nothing."""
+    """Requests sent to the candidate in a step (answered or not) before the step can pass: fewer judge nothing."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_error_rate <= 1 or not 0 <= self.max_accuracy_drop <= 1:

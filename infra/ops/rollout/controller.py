@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -36,6 +37,7 @@ from mlops_sandbox import registry
 from mlops_sandbox.gate import wait_until_served
 from mlops_sandbox.prometheus import PrometheusQuery, PrometheusUnavailable
 from mlops_sandbox.router import RouterAdmin
+from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, wait_for
 
 EXPERIMENT = "rollouts"
 NO_TRAFFIC = BackendStats(requests=0.0)
@@ -107,6 +109,7 @@ class Canary:
         self.serve_timeout = serve_timeout
         self.owner = f"rollout-{uuid.uuid4().hex[:12]}"
         self.began = self.rollout_began = clock()
+        self.staging_before: str | None = None
         self.wall_began = time.time()
 
     def log(self, line: str) -> None:
@@ -124,6 +127,8 @@ class Canary:
         production = registry.resolve_version(self.client, name, "@production")
         if production == candidate:
             raise RolloutError(f"version {candidate} is already @production")
+        self._preflight()
+        self.staging_before = self._alias_target("staging")
         # The lease covers the wait for the candidate endpoint too (RouterBusy when another rollout runs); it is
         # shortened to the usual term when the first weight is set.
         self.at.router.acquire_lease(self.owner, self.serve_timeout + self._lease_seconds())
@@ -182,9 +187,10 @@ class Canary:
 
     def _promote(self, run_id: str, production: str) -> Outcome:
         name, candidate = self.plan.model_name, self.plan.candidate
+        # The lease covers the wait below: the candidate endpoint keeps its share until production serves the
+        # candidate too, so that no request meets an endpoint in the middle of a switch.
+        self.at.router.renew_lease(self.owner, self.serve_timeout + self._lease_seconds())
         self.log(registry.promote(self.client, name, candidate, "production").describe())
-        # The candidate endpoint keeps the traffic until production serves the candidate too: no request
-        # meets an endpoint in the middle of a switch.
         took = wait_until_served(self.at.production_url, name, candidate, timeout=self.serve_timeout)
         self.at.router.reset()
         self.log(f"the production endpoint serves version {candidate} ({took:.1f} s); all traffic back on it")
@@ -194,9 +200,53 @@ class Canary:
 
     def _abort(self, run_id: str, production: str, index: int, reason: str) -> Outcome:
         self.at.router.reset()
-        self.log(f"ABORTED: all traffic back on version {production}; the registry is unchanged")
+        self._restore_staging()
+        self.log(f"ABORTED: all traffic back on version {production}; @production unchanged")
         self._tag_version(run_id, "aborted", reason)
         return Outcome(False, reason, run_id, production, index)
+
+    def _preflight(self) -> None:
+        """RolloutError, before anything moves, when the rollout could not be judged: Prometheus down, or no
+        traffic through the router that knows its labels (services/traffic)."""
+        if not self.at.prometheus.ready():
+            raise RolloutError(
+                f"Prometheus does not answer at {self.at.prometheus.url} (SANDBOX_PROMETHEUS_URL); in the local "
+                "stack it needs Debian's prometheus package: apt-get install prometheus, then bash infra/sandbox.sh"
+            )
+        self.at.router.split()  # RouterUnavailable, naming the admin URL, when the router does not answer
+        routed = 'sum(last_over_time(sandbox_traffic_requests_total{backend=~"production|candidate"}[30s]))'
+
+        def traffic_seen() -> None:
+            if sum(self.at.prometheus.vector(routed, by="").values()) <= 0:
+                raise NotReadyYet("no routed traffic in Prometheus yet")
+
+        try:
+            # A few scrapes: a generator started just before the rollout is not in Prometheus at once.
+            wait_for(traffic_seen, service="routed traffic", address=self.at.prometheus.url, timeout=15, interval=1)
+        except DependencyUnavailable:
+            raise RolloutError(
+                "no traffic went through the router in the last 30 s: a canary is judged on live traffic that "
+                "knows its labels; start a traffic generator through the router first (docs/operations.md, "
+                "'Traffic for your own rollout')"
+            ) from None
+
+    def _alias_target(self, alias: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(self.plan.model_name, alias).version)
+        except MlflowException:
+            return None
+
+    def _restore_staging(self) -> None:
+        """Point @staging back where it was before the rollout, so that a later `promote @staging` cannot
+        promote the rejected candidate by mistake, and archive the candidate. Only the alias moves: the
+        version it returns to may be production by now, whose stage stays Production."""
+        name, candidate, previous = self.plan.model_name, self.plan.candidate, self.staging_before
+        if previous and previous != candidate:
+            self.client.set_registered_model_alias(name, "staging", previous)
+            self.log(f"@staging back on version {previous}")
+        with warnings.catch_warnings():  # the stage API is deprecated, still supported in MLflow 3.12
+            warnings.simplefilter("ignore", FutureWarning)
+            self.client.transition_model_version_stage(name, candidate, "Archived")
 
     # -- the record in MLflow --------------------------------------------------------------------------
 
@@ -257,6 +307,7 @@ class Canary:
             tags = {"sandbox.rollout.outcome": "interrupted", "sandbox.rollout.reason": "the controller stopped"}
             status = "KILLED"
             self._tag_version(run_id, "interrupted", "the controller stopped before the rollout ended")
+            self._restore_staging()
         else:
             tags = {
                 "sandbox.rollout.outcome": "promoted" if outcome.promoted else "aborted",

@@ -1,6 +1,6 @@
 """Rollout rehearsals: one command per scenario, each printing a timeline and a verdict.
 
-    python -m infra.ops.rollout.rehearse good|schema|worse|slower [--interval 15s] [--rate 20]
+    python -m infra.ops.rollout.rehearse good|schema|worse|slower [--interval 15s] [--rate 40]
 
 Each scenario makes a candidate version (candidates.py), sends live MNIST traffic that knows its labels
 through the router over REST and gRPC at once (services/traffic), rolls the candidate out as a canary
@@ -12,7 +12,9 @@ through the router over REST and gRPC at once (services/traffic), rolls the cand
     worse   aborted on online accuracy
     slower  aborted on p99 latency
 
-Exit status 0 when the scenario behaved as expected, 1 when it did not, 2 when it could not run.
+It needs the local stack's router and Prometheus, and uses the traffic generators' metrics ports
+(SANDBOX_REHEARSAL_REST_TRAFFIC_METRICS, SANDBOX_REHEARSAL_GRPC_TRAFFIC_METRICS: 8075 and 8077) that
+Prometheus scrapes. Exit status 0 when the scenario behaved as expected, 1 when it did not or could not run.
 """
 
 from __future__ import annotations
@@ -155,10 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("scenario", choices=candidates.KINDS)
-    parser.add_argument("--interval", type=seconds, default=15.0, help="each step's length (15s, 1m)")
-    parser.add_argument("--steps", type=percents, default=(10.0, 50.0, 100.0), help="%% of traffic per step")
+    parser.add_argument("--interval", type=seconds, default="15s", help="each step's length (15s, 1m)")
+    parser.add_argument("--steps", type=percents, default="10,50,100", help="%% of traffic per step")
     parser.add_argument("--rate", type=float, default=40.0, help="requests/s, half over REST, half over gRPC")
-    parser.add_argument("--max-p99-ratio", type=float, default=Thresholds().max_p99_ratio)
+    parser.add_argument(
+        "--max-p99-ratio", type=float, default=Thresholds().max_p99_ratio, help="candidate p99 / production p99"
+    )
     args = parser.parse_args(argv)
     stop_on_sigterm()
 
