@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.traffic.generator import ImageCycle, run_open_loop
+from services.traffic.generator import ImageCycle, ScheduleResult, run_open_loop
 
 
 class FakeClock:
@@ -40,13 +40,9 @@ class Inline(Executor):
         return future
 
 
-def test_sends_each_request_at_its_due_time() -> None:
-    clock, sent_at = FakeClock(), dict[int, float]()
-
-    def send(request: int) -> None:
-        sent_at[request] = clock()
-
-    result = run_open_loop(
+def two_seconds_at_10_per_second(send: Callable[[int], None], clock: FakeClock) -> ScheduleResult:
+    """run_open_loop for 2 s at 10 requests/s, 4 workers, on `clock`, each send run inline."""
+    return run_open_loop(
         send,
         rate=10,
         duration=2,
@@ -56,6 +52,15 @@ def test_sends_each_request_at_its_due_time() -> None:
         wait=clock.wait,
         executor=Inline(),
     )
+
+
+def test_sends_each_request_at_its_due_time() -> None:
+    clock, sent_at = FakeClock(), dict[int, float]()
+
+    def send(request: int) -> None:
+        sent_at[request] = clock()
+
+    result = two_seconds_at_10_per_second(send, clock)
     assert (result.scheduled, result.sent, result.skipped, result.stopped) == (20, 20, 0, False)
     assert sorted(sent_at) == list(range(20))
     assert [sent_at[i] for i in range(20)] == pytest.approx([i / 10 for i in range(20)])
@@ -87,16 +92,7 @@ def test_a_late_scheduler_skips_overdue_requests_instead_of_sending_a_burst() ->
     def send(request: int) -> None:
         sent_at[request] = clock()
 
-    result = run_open_loop(
-        send,
-        rate=10,
-        duration=2,
-        concurrency=4,
-        stop=threading.Event(),
-        clock=clock,
-        wait=clock.wait,
-        executor=Inline(),
-    )
+    result = two_seconds_at_10_per_second(send, clock)
     # Requests 5-9 were due at 0.5-0.9 s while the process stood still until 1.05 s.
     assert (result.sent, result.skipped) == (15, 5)
     assert sorted(sent_at) == [0, 1, 2, 3, 4, *range(10, 20)]
