@@ -32,6 +32,15 @@ PER_PROCESS: dict[str, Any] = {"per_process": True}
 container): documented, but not a line of .env.example."""
 
 
+def split_host_port(value: str) -> tuple[str, int]:
+    """`host:port` (a name, an IPv4 address, or [IPv6]) as (host, port); ValueError naming the value otherwise."""
+    host, _, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host, int(port)
+
+
 class SandboxSettings(BaseSettings):
     """What every settings class of the project shares.
 

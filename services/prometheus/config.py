@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mlops_sandbox.settings import split_host_port
 from services.prometheus.settings import PrometheusSettings
 
 RULES = Path(__file__).with_name("rules.yml")
@@ -24,8 +25,8 @@ def _targets(targets: list[str], *, dns: bool) -> dict[str, Any]:
     # One DNS name per port, as Prometheus's dns_sd_configs takes them: each A record is a target.
     by_port: dict[int, list[str]] = {}
     for target in targets:
-        host, _, port = target.rpartition(":")
-        by_port.setdefault(int(port), []).append(host)
+        host, port = split_host_port(target)
+        by_port.setdefault(port, []).append(host)
     return {
         "dns_sd_configs": [
             {"names": names, "type": "A", "port": port, "refresh_interval": "5s"} for port, names in by_port.items()

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from mlops_sandbox.settings import PER_PROCESS, SandboxSettings
+from mlops_sandbox.settings import PER_PROCESS, SandboxSettings, split_host_port
 
 Targets = Annotated[list[str], NoDecode]
 """`host:port,host:port` in the environment (not JSON), a list in Python."""
@@ -66,7 +66,8 @@ class PrometheusSettings(SandboxSettings):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, list):
             for target in value:
-                host, _, port = str(target).rpartition(":")
-                if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                    raise ValueError(f"{target!r} is not host:port")
+                try:
+                    split_host_port(str(target))
+                except ValueError:
+                    raise ValueError(f"{target!r} is not host:port") from None
         return value

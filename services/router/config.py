@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from mlops_sandbox.router import BACKEND_HEADER, CANDIDATE_PERCENT_KEY, SHADOW_PERCENT_KEY
-from services.router.settings import RouterSettings, split_host_port
+from mlops_sandbox.settings import split_host_port
+from services.router.settings import RouterSettings
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"

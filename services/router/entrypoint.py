@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from mlops_sandbox.processes import run_supervised
 from mlops_sandbox.router import RouterAdmin, RouterUnavailable
+from mlops_sandbox.settings import split_host_port
 from services.router.config import bootstrap
 from services.router.settings import RouterSettings
 
@@ -103,7 +104,7 @@ def main() -> int:
         f" admin http://{settings.admin_address}",
         flush=True,
     )
-    host, _, port = settings.admin_address.rpartition(":")
+    host, port = split_host_port(settings.admin_address)
     admin = RouterAdmin(f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}", timeout=2.0)
     stop = threading.Event()
     threading.Thread(target=watch, args=(admin, stop), name="lease-watchdog", daemon=True).start()

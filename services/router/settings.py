@@ -7,16 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from mlops_sandbox.settings import PER_PROCESS, SandboxSettings
-
-
-def split_host_port(value: str) -> tuple[str, int]:
-    """`host:port` (a name, an IPv4 address, or [IPv6]) as (host, port); ValueError naming the value otherwise."""
-    host, _, port = value.strip().rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"expected host:port, got {value!r}")
-    return host, int(port)
+from mlops_sandbox.settings import PER_PROCESS, SandboxSettings, split_host_port
 
 
 class RouterSettings(SandboxSettings):

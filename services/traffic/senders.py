@@ -21,11 +21,11 @@ import numpy as np
 import requests
 from requests.adapters import HTTPAdapter
 
+from mlops_sandbox.router import BACKEND_HEADER
 from mlops_sandbox.v2 import INPUT_NAME, rest_request_body
 
 Outcome = Literal["ok", "client_error", "server_error", "transport_error"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "client_error", "server_error", "transport_error")
-BACKEND_HEADER = "x-sandbox-backend"
 DIRECT = "direct"
 """The backend label of an answer without the router's header: the endpoint was reached directly."""
 NO_ANSWER = "unknown"

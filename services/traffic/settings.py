@@ -11,7 +11,14 @@ from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
 
-from mlops_sandbox.settings import PER_PROCESS, MnistSettings, ModelReference, SandboxSettings, composed
+from mlops_sandbox.settings import (
+    PER_PROCESS,
+    MnistSettings,
+    ModelReference,
+    SandboxSettings,
+    composed,
+    split_host_port,
+)
 
 # A compose service name as Docker's DNS resolves it on the project's network: one label, no dots.
 SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -115,15 +122,12 @@ class TrafficSettings(SandboxSettings):
     @property
     def metrics_host_port(self) -> tuple[str, int]:
         """metrics_address as (host, port)."""
-        host, _, port = self.metrics_address.rpartition(":")
-        return host, int(port)
+        return split_host_port(self.metrics_address)
 
     @field_validator("metrics_address")
     @classmethod
     def _check_metrics_address(cls, value: str) -> str:
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ValueError(f"expected host:port, got {value!r}")
+        split_host_port(value)
         return value
 
 

@@ -34,7 +34,13 @@ from mlops_sandbox.gate import gate_and_promote
 from mlops_sandbox.mnist import load_test_set
 from mlops_sandbox.prometheus import PrometheusQuery, PrometheusUnavailable
 from mlops_sandbox.router import RouterAdmin, RouterBusy, RouterUnavailable
-from mlops_sandbox.settings import EndpointSettings, MnistSettings, ModelReference, TrackingClientSettings
+from mlops_sandbox.settings import (
+    EndpointSettings,
+    MnistSettings,
+    ModelReference,
+    TrackingClientSettings,
+    split_host_port,
+)
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.v2 import InferenceError
 
@@ -113,9 +119,9 @@ def blue_green(args: argparse.Namespace, client: object, name: str, version: str
 def rollout_endpoints(settings: RolloutSettings, endpoints: EndpointSettings) -> Endpoints:
     """Where a canary acts, from the settings; starts the controller's /metrics on settings.metrics_address
     (with a note instead when that port is taken)."""
-    host, _, port = settings.metrics_address.rpartition(":")
+    host, port = split_host_port(settings.metrics_address)
     try:
-        start_http_server(int(port), addr=host)
+        start_http_server(port, addr=host)
     except OSError as err:  # another rollout's, most likely: the router's lease decides whether this one runs
         print(f"note: the controller's metrics are not served ({settings.metrics_address}: {err})", file=sys.stderr)
     return Endpoints(
