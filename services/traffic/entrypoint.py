@@ -114,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     recorder = Recorder(settings.protocol)
     # Up before the first request, so that a scrape during the start finds the metrics (at zero) rather than nothing.
     metrics_address = settings.metrics_address
+    host, port = settings.metrics_host_port
     try:
-        start_http_server(settings.metrics_host_port[1], settings.metrics_host_port[0], registry=recorder.registry)
+        start_http_server(port, host, registry=recorder.registry)
     except OSError as err:
         print(f"traffic: cannot serve metrics on {metrics_address} ({err})", file=sys.stderr)
         return 1
