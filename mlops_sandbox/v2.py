@@ -22,6 +22,11 @@ from tritonclient.utils import InferenceServerException
 
 Protocol = Literal["rest", "grpc"]
 INPUT_NAME = "input-0"
+LABELS_HEADER = "x-sandbox-labels"
+"""The request header (gRPC: metadata key) in which the sandbox's traffic generator sends the true digit of
+each image, comma-separated in batch order ("7,2,1"). Serving never predicts with it: it only counts, per
+version, which predictions were right. That is how a shadow copy, whose answers no client sees, gets an online
+accuracy; production systems join labels that arrive later to logged predictions by request id instead."""
 
 
 class InferenceError(RuntimeError):

@@ -32,8 +32,8 @@ from mlops_sandbox.v2 import InferenceError
 from mlops_sandbox.waiting import DependencyUnavailable
 
 PYTHON = sys.executable
-SCENARIOS = ("good", "schema", "worse", "slower")
-"""The canary rehearsals of infra.ops.rollout.rehearse."""
+SCENARIOS = ("good", "schema", "worse", "slower", "shadow")
+"""The rollout rehearsals of infra.ops.rollout.rehearse (four canaries and a shadow)."""
 SERVICE_ORDER = ("s3", "mlflow", "serving", "serving-staging", "router", "prometheus")
 ENV_FILE = PROJECT_ROOT / ".env"
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 
+import numpy as np
 from mlflow.exceptions import MlflowException
 from mlserver.codecs import NumpyCodec
 from mlserver.errors import InferenceError
@@ -29,8 +30,24 @@ from mlserver_mlflow import MLflowRuntime
 from mlserver_mlflow.codecs import TensorDictCodec
 from prometheus_client import Counter
 
+from mlops_sandbox.v2 import LABELS_HEADER
 from services.serving.direct import DirectTorchModel
-from services.serving.metrics import SERVED_REQUESTS
+from services.serving.metrics import FAILED_REQUESTS, LABELLED_PREDICTIONS, SERVED_REQUESTS
+
+
+def labels_of(payload: InferenceRequest, images: int) -> np.ndarray | None:
+    """The true digits the request carries in its LABELS_HEADER (int64 (images,)), or None when it carries
+    none or they are not one digit per image: a malformed header is counted nowhere, and never fails the
+    request it came with."""
+    headers = (payload.parameters.headers if payload.parameters else None) or {}
+    text = next((str(value) for key, value in headers.items() if key.lower() == LABELS_HEADER), None)
+    if not text:
+        return None
+    try:
+        labels = np.array([int(part) for part in text.split(",")], dtype=np.int64)
+    except ValueError:
+        return None
+    return labels if len(labels) == images and ((labels >= 0) & (labels <= 9)).all() else None
 
 
 class RegistryModelRuntime(MLflowRuntime):
@@ -38,6 +55,8 @@ class RegistryModelRuntime(MLflowRuntime):
 
     direct: DirectTorchModel | None = None
     served: Counter
+    refused: Counter
+    failed: Counter
 
     @property
     def extra(self) -> dict[str, object]:
@@ -56,7 +75,10 @@ class RegistryModelRuntime(MLflowRuntime):
         loaded = await super().load()
         self.direct = DirectTorchModel.of(self._model) if self.extra.get("direct_path", True) else None
         # The counter's child for this model version, looked up once rather than per request.
-        self.served = SERVED_REQUESTS.labels(self.name, self.registry_version or "")
+        version = self.registry_version or ""
+        self.served = SERVED_REQUESTS.labels(self.name, version)
+        self.refused = FAILED_REQUESTS.labels(self.name, version, "client")
+        self.failed = FAILED_REQUESTS.labels(self.name, version, "server")
         self._refreeze()
         return loaded
 
@@ -74,7 +96,32 @@ class RegistryModelRuntime(MLflowRuntime):
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         """MLflowRuntime.predict, with the direct path, and with bad input answered as 400 / INVALID_ARGUMENT
-        and a readable reason (MLflow's schema errors would otherwise be a bare 500)."""
+        and a readable reason (MLflow's schema errors would otherwise be a bare 500). Every request is
+        counted by this version: answered, refused (bad input) or failed; the digits of a request that carries
+        its labels (LABELS_HEADER) are counted right or wrong."""
+        try:
+            answer = self._answer(payload)
+        except InferenceError:
+            self.refused.inc()
+            raise
+        except Exception:
+            self.failed.inc()
+            raise
+        response = self.encode_response(answer, default_codec=TensorDictCodec)
+        response.model_version = self.registry_version
+        self.served.inc()
+        if isinstance(answer, np.ndarray) and answer.ndim == 2 and answer.shape[1] > 1:
+            self._count_labelled(answer.argmax(axis=1), labels_of(payload, len(answer)))
+        return response
+
+    def _count_labelled(self, digits: np.ndarray, labels: np.ndarray | None) -> None:
+        if labels is None:
+            return
+        for digit, label in zip(digits.tolist(), labels.tolist(), strict=True):
+            correct = "true" if digit == label else "false"
+            LABELLED_PREDICTIONS.labels(self.name, self.registry_version or "", str(digit), correct).inc()
+
+    def _answer(self, payload: InferenceRequest) -> object:
         for tensor in payload.inputs:
             # The V2 protocol's shapes are non-negative; numpy would read a -1 as "infer this dimension" and
             # answer a request that declared an impossible shape.
@@ -88,20 +135,15 @@ class RegistryModelRuntime(MLflowRuntime):
         except ValueError as err:  # e.g. the data do not fill the declared shape
             raise InferenceError(f"cannot decode the request's inputs: {err}") from err
         if direct is not None:
-            answer = direct.predict(decoded)
-        else:
-            params = payload.parameters.model_extra if payload.parameters else None
-            try:
-                answer = self._model.predict(decoded, params=params or None)
-            except MlflowException as err:
-                if err.error_code != "INVALID_PARAMETER_VALUE":
-                    raise
-                # MLflow's message embeds the whole input; the reason is the exception it wraps.
-                reason = err.__context__ or err.message
-                raise InferenceError(
-                    f"the request does not match the model's signature {self.signature}: {reason}"
-                ) from err
-        response = self.encode_response(answer, default_codec=TensorDictCodec)
-        response.model_version = self.registry_version
-        self.served.inc()
-        return response
+            return direct.predict(decoded)
+        params = payload.parameters.model_extra if payload.parameters else None
+        try:
+            return self._model.predict(decoded, params=params or None)
+        except MlflowException as err:
+            if err.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+            # MLflow's message embeds the whole input; the reason is the exception it wraps.
+            reason = err.__context__ or err.message
+            raise InferenceError(
+                f"the request does not match the model's signature {self.signature}: {reason}"
+            ) from err

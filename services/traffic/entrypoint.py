@@ -68,7 +68,7 @@ def run(settings: TrafficSettings, recorder: Recorder, cycle: ImageCycle, stop: 
 
     def send(request: int) -> None:
         batch, truth = cycle.batch(request)
-        recorder.record(sender(batch), truth)
+        recorder.record(sender(batch, truth), truth)
 
     try:
         result = run_open_loop(

@@ -1,5 +1,8 @@
 """Sending one request over V2 REST or gRPC, and reading what answered: outcome, backend, version, digits.
 
+Each request carries its images' true digits in the `x-sandbox-labels` header (mlops_sandbox.v2.LABELS_HEADER),
+which serving only counts: that is how a shadow copy, whose answers reach no client, gets an online accuracy.
+
 The router in front of the endpoints names the backend that answered in the `x-sandbox-backend` header (for
 gRPC, in the response metadata); every V2 answer names its registry version in `model_version`. Labels stay
 bounded: a value that is not a short name is reported as `other`.
@@ -22,7 +25,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from mlops_sandbox.router import BACKEND_HEADER
-from mlops_sandbox.v2 import INPUT_NAME, rest_request_body
+from mlops_sandbox.v2 import INPUT_NAME, LABELS_HEADER, rest_request_body
 
 Outcome = Literal["ok", "client_error", "server_error", "transport_error"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "client_error", "server_error", "transport_error")
@@ -34,6 +37,12 @@ OTHER = "other"
 """The label of a header or version value that is not a short name (keeps the label set bounded)."""
 LABEL_VALUE = re.compile(r"[A-Za-z0-9._-]{1,40}")
 JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def labels_value(labels: np.ndarray) -> str:
+    """The LABELS_HEADER value of int labels (N,): comma-separated digits in batch order ("7,2,1")."""
+    return ",".join(str(int(label)) for label in labels)
+
 
 # gRPC codes that blame the request, after Google's mapping of gRPC codes to HTTP statuses (google.rpc.Code):
 # these map to 4xx; every other failure code maps to 5xx.
@@ -163,12 +172,14 @@ class RestSender:
         self.session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=connections))
         self.session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=connections))
 
-    def __call__(self, images: np.ndarray) -> Answer:
-        """Send one request; never raises for what the network or the server does."""
+    def __call__(self, images: np.ndarray, labels: np.ndarray) -> Answer:
+        """Send one request of images and their labels, int (N,); never raises for what the network or the
+        server does."""
         body = rest_request_body(images)
+        headers = {**JSON_HEADERS, LABELS_HEADER: labels_value(labels)}
         started = time.monotonic()
         try:
-            response = self.session.post(self.url, data=body, headers=JSON_HEADERS, timeout=self.timeout)
+            response = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout)
         except requests.RequestException as err:
             return Answer("transport_error", NO_ANSWER, "", detail=f"{type(err).__name__}: {err}")
         seconds = time.monotonic() - started
@@ -199,12 +210,14 @@ class GrpcSender:
         tensor = self.pb.ModelInferRequest.InferInputTensor(name=INPUT_NAME, datatype="FP32", shape=list(batch.shape))
         return self.pb.ModelInferRequest(model_name=self.model, inputs=[tensor], raw_input_contents=[batch.tobytes()])
 
-    def __call__(self, images: np.ndarray) -> Answer:
-        """Send one request; never raises for what the network or the server does."""
+    def __call__(self, images: np.ndarray, labels: np.ndarray) -> Answer:
+        """Send one request of images and their labels, int (N,); never raises for what the network or the
+        server does."""
         request = self.request(images)
+        metadata = ((LABELS_HEADER, labels_value(labels)),)
         started = time.monotonic()
         try:
-            response, call = self.stub.ModelInfer.with_call(request, timeout=self.timeout)
+            response, call = self.stub.ModelInfer.with_call(request, timeout=self.timeout, metadata=metadata)
         except self.grpc.RpcError as err:
             return read_grpc_error(err, time.monotonic() - started)
         seconds = time.monotonic() - started

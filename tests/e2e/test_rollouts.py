@@ -3,7 +3,8 @@ over REST and gRPC through the router (Envoy), judged on Prometheus, recorded in
 
 One sandbox (`python -m infra.local.stack up`, on free ports) serves every test of the module, in order:
 a good candidate is promoted with no failed request; a schema-breaking, a less accurate and a slower one
-are each aborted for their own reason with production unchanged; a rollout stopped with Ctrl+C (or SIGTERM)
+are each aborted for their own reason with production unchanged; a less accurate one run as a shadow is found
+worse on mirrored traffic while clients are answered by production alone; a rollout stopped with Ctrl+C (or SIGTERM)
 leaves all traffic on production, and a second one cannot start while the first runs.
 """
 
@@ -163,6 +164,31 @@ def test_a_bad_candidate_is_aborted_for_its_reason_and_production_is_unchanged(
     version = sandbox.client.get_model_version(MODEL, candidate)
     assert version.tags["rollout.outcome"] == "aborted" and version.tags["rollout.reason"].startswith(reason)
     assert last_rollout_run(sandbox, candidate)["sandbox.rollout.outcome"] == "aborted"
+
+
+def test_a_shadow_finds_a_worse_candidate_on_mirrored_traffic_while_production_answers_every_client(
+    sandbox: Sandbox,
+) -> None:
+    before = sandbox.production()
+    done = sandbox.rehearse("shadow")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    candidate = candidate_of(done.stdout)
+    # The rehearsal checks the clients' side: not one failed request, every answer from production's version.
+    assert re.search(
+        r"rehearsal 'shadow': aborted \(online accuracy.*; \d+ requests, 0 failed; as expected", done.stdout
+    )
+    assert re.search(r"shadow: \d+ mirrored requests; online accuracy 0\.\d+ vs production's 0\.\d+", done.stdout)
+    assert sandbox.production() == before
+    assert sandbox.router.split() == Split(0, 0)
+    run = last_rollout_run(sandbox, candidate)
+    assert run["param.strategy"] == "shadow" and run["param.shadow_percent"] == "100"
+    assert run["sandbox.rollout.outcome"] == "aborted"
+    metrics = sandbox.client.get_run(run["run_id"]).data.metrics
+    # Both versions were measured on the same mirrored images, where the traffic arrived: on the servers.
+    assert metrics["candidate_requests"] >= 20
+    assert metrics["candidate_accuracy"] < metrics["production_accuracy"] - 0.02, metrics
+    assert 0 < metrics["prediction_agreement"] < 1, metrics
+    assert metrics["candidate_error_rate"] == 0
 
 
 def test_an_interrupted_rollout_leaves_all_traffic_on_production_and_a_second_cannot_start(

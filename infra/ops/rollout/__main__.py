@@ -1,19 +1,23 @@
 """Progressive delivery of a registered version: `python -m infra.ops.rollout start VERSION`.
 
     python -m infra.ops.rollout start 7 --strategy canary --steps 10,50,100 --interval 30s
+    python -m infra.ops.rollout start 7 --strategy shadow --interval 1m   # compared on mirrored traffic
     python -m infra.ops.rollout start 7 --strategy blue-green       # the gated switch, all at once
 
 canary: the router sends a growing share of live traffic to the candidate endpoint (@staging), each step is
 judged on Prometheus's metrics, and @production moves only when every step passed (controller.py). It needs
 the router, Prometheus, and traffic through the router from the traffic generator (services/traffic), which
 knows each image's label; without them it refuses to start.
+shadow: production answers every request while the router copies a share of them to the candidate; both are
+compared on the same traffic (accuracy, errors, latency, how alike their predicted digits are) for one
+interval (shadow.py). A candidate that passes stays on @staging, or becomes production with --promote.
 blue-green: the candidate is measured on MNIST test images on both endpoints and promoted when it is not
 worse (mlops_sandbox.gate), then production takes all traffic at once.
 
 Reads MLFLOW_TRACKING_URI, SANDBOX_MODEL_NAME, SANDBOX_SERVING_URL and SANDBOX_STAGING_URL (the endpoints),
 SANDBOX_ROUTER_ADMIN_URL, SANDBOX_PROMETHEUS_URL and SANDBOX_ROLLOUT_METRICS_ADDRESS (docs/settings.md).
-Exit status: 0 promoted, 1 aborted or rejected, 2 could not start or could not go on (all traffic is then on
-production), 130 interrupted.
+Exit status: 0 promoted (a shadow: passed), 1 aborted or rejected, 2 could not start or could not go on (all
+traffic is then on production), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pydantic import ValidationError
 from infra.ops.rollout.analysis import Thresholds
 from infra.ops.rollout.controller import Canary, Endpoints, Plan, RolloutError
 from infra.ops.rollout.settings import RolloutSettings
+from infra.ops.rollout.shadow import Shadow
 from mlops_sandbox import registry
 from mlops_sandbox.gate import gate_and_promote
 from mlops_sandbox.mnist import load_test_set
@@ -78,9 +83,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     start.add_argument("version", help="the registered version to roll out (a number, or @alias)")
-    start.add_argument("--strategy", choices=("canary", "blue-green"), default="canary", help="how traffic moves")
+    start.add_argument(
+        "--strategy", choices=("canary", "shadow", "blue-green"), default="canary", help="how traffic moves"
+    )
     start.add_argument("--steps", type=percents, default="10,50,100", help="canary: %% of traffic per step")
-    start.add_argument("--interval", type=seconds, default="30s", help="canary: how long each step lasts (30s, 2m)")
+    start.add_argument(
+        "--interval", type=seconds, default="30s", help="canary: how long each step lasts; shadow: how long it lasts"
+    )
+    start.add_argument(
+        "--shadow-percent",
+        type=float,
+        default=100.0,
+        help="shadow: %% of production's requests copied to the candidate",
+    )
+    start.add_argument("--promote", action="store_true", help="shadow: make a candidate that passes @production")
     defaults = Thresholds()
     start.add_argument("--max-error-rate", type=float, default=defaults.max_error_rate, help="fraction, 0.01 = 1%%")
     start.add_argument("--max-p99-ratio", type=float, default=defaults.max_p99_ratio, help="candidate/production")
@@ -155,10 +171,14 @@ def main(argv: list[str] | None = None) -> int:
             return blue_green(args, client, name, version, endpoints)
         plan = Plan(name, version, args.steps, args.interval, thresholds)
         at = rollout_endpoints(settings, endpoints)
-        steps = ", ".join(f"{step:g}" for step in args.steps)
-        print(f"canary of {name} version {version}: steps {steps} %, {args.interval:g} s each")
-        outcome = Canary(client, plan, at).run()
-    except (RolloutError, RouterBusy, registry.RegistryError) as err:
+        if args.strategy == "shadow":
+            print(f"shadow of {name} version {version}: {args.shadow_percent:g} % mirrored for {args.interval:g} s")
+            outcome = Shadow(client, plan, at, shadow_percent=args.shadow_percent, promote=args.promote).run()
+        else:
+            steps = ", ".join(f"{step:g}" for step in args.steps)
+            print(f"canary of {name} version {version}: steps {steps} %, {args.interval:g} s each")
+            outcome = Canary(client, plan, at).run()
+    except (RolloutError, RouterBusy, registry.RegistryError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (RouterUnavailable, PrometheusUnavailable, InferenceError) as err:
@@ -167,9 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: all traffic is on production; the registry is unchanged", file=sys.stderr)
         return 130
-    verdict = "PROMOTED" if outcome.promoted else "ABORTED"
-    print(f"{verdict}: {outcome.reason} (MLflow run {outcome.run_id}, experiment rollouts)")
-    return 0 if outcome.promoted else 1
+    print(f"{outcome.word.upper()}: {outcome.reason} (MLflow run {outcome.run_id}, experiment rollouts)")
+    return 0 if outcome.promoted or outcome.passed else 1
 
 
 if __name__ == "__main__":

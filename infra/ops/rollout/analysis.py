@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy.stats import binomtest
+from scipy.stats import binomtest, chi2_contingency
 
 CONFIDENCE_Z = 1.645
 """One-sided 95 % normal quantile: an accuracy drop is blamed on the candidate only when sampling noise would
@@ -163,3 +163,27 @@ def wilson_lower_bound(hits: float, trials: float) -> float:
         return 0.0
     interval = binomtest(min(round(hits), n), n).proportion_ci(confidence_level=0.90, method="wilson")
     return float(interval.low)
+
+
+def agreement(first: dict[str, float], second: dict[str, float]) -> float | None:
+    """How alike two prediction distributions are: 1 minus their total variation distance, a fraction (1: the
+    same share of every class; 0: no class in common). `first`, `second`: class -> count. None when either is
+    empty. This compares distributions, not request by request: Prometheus keeps counts, not which answer each
+    copy of one request got."""
+    total_first, total_second = sum(first.values()), sum(second.values())
+    if total_first <= 0 or total_second <= 0:
+        return None
+    classes = set(first) | set(second)
+    distance = sum(abs(first.get(c, 0) / total_first - second.get(c, 0) / total_second) for c in classes) / 2
+    return 1.0 - distance
+
+
+def same_distribution_p_value(first: dict[str, float], second: dict[str, float]) -> float | None:
+    """The p-value of Pearson's chi-squared test that both counts (class -> count) come from one distribution
+    (SciPy's chi2_contingency on the 2 x classes table, counts rounded); None with fewer than two classes seen
+    or an empty side. Small values: the candidate predicts classes in other proportions than production."""
+    classes = sorted(c for c in set(first) | set(second) if round(first.get(c, 0)) + round(second.get(c, 0)) > 0)
+    table = [[round(first.get(c, 0)) for c in classes], [round(second.get(c, 0)) for c in classes]]
+    if len(classes) < 2 or not sum(table[0]) or not sum(table[1]):
+        return None
+    return float(chi2_contingency(table).pvalue)

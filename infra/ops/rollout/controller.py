@@ -78,6 +78,16 @@ class Outcome:
     run_id: str
     production_before: str
     steps_passed: int
+    passed: bool | None = None
+    """Whether the candidate passed its judgement; None: as `promoted` (a canary promotes what passes, a
+    shadow only when asked to)."""
+
+    @property
+    def word(self) -> str:
+        """promoted, passed (judged good, left on @staging) or aborted."""
+        if self.promoted:
+            return "promoted"
+        return "passed" if self.passed else "aborted"
 
 
 @dataclass
@@ -92,6 +102,8 @@ class Endpoints:
 
 class Canary:
     """One canary rollout of `plan` through `endpoints`, recorded with `client` (see the module docstring)."""
+
+    strategy = "canary"
 
     def __init__(
         self,
@@ -256,9 +268,9 @@ class Canary:
         plan, limits = self.plan, self.plan.thresholds
         run = self.client.create_run(
             experiment_id,
-            run_name=f"canary {plan.model_name} v{plan.candidate} vs v{production}",
+            run_name=f"{self.strategy} {plan.model_name} v{plan.candidate} vs v{production}",
             tags={
-                "sandbox.rollout.strategy": "canary",
+                "sandbox.rollout.strategy": self.strategy,
                 "sandbox.rollout.model_name": plan.model_name,
                 "sandbox.rollout.candidate_version": plan.candidate,
                 "sandbox.rollout.production_version": production,
@@ -266,8 +278,8 @@ class Canary:
             },
         )
         params = {
-            "strategy": "canary",
-            "steps": ",".join(f"{s:g}" for s in plan.steps),
+            "strategy": self.strategy,
+            **self._plan_params(),
             "interval_seconds": f"{plan.interval:g}",
             "max_error_rate": f"{limits.max_error_rate:g}",
             "max_p99_ratio": f"{limits.max_p99_ratio:g}",
@@ -277,6 +289,10 @@ class Canary:
         self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
         self._tag_version(run.info.run_id, "running", "")
         return run.info.run_id
+
+    def _plan_params(self) -> dict[str, str]:
+        """The MLflow params that say how traffic moved."""
+        return {"steps": ",".join(f"{s:g}" for s in self.plan.steps)}
 
     def _log_step(
         self, run_id: str, index: int, weight: float, candidate: BackendStats, production: BackendStats
@@ -309,10 +325,7 @@ class Canary:
             self._tag_version(run_id, "interrupted", "the controller stopped before the rollout ended")
             self._restore_staging()
         else:
-            tags = {
-                "sandbox.rollout.outcome": "promoted" if outcome.promoted else "aborted",
-                "sandbox.rollout.reason": outcome.reason,
-            }
+            tags = {"sandbox.rollout.outcome": outcome.word, "sandbox.rollout.reason": outcome.reason}
             status = "FINISHED"
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self._log_chart(run_id)
@@ -323,7 +336,7 @@ class Canary:
         the artifact store cannot give it: the rollout's outcome does not depend on its picture."""
         # One scrape interval, so that the picture ends with the weight back at 0.
         self.sleep(2.5)
-        title = f"canary of {self.plan.model_name} version {self.plan.candidate}"
+        title = f"{self.strategy} of {self.plan.model_name} version {self.plan.candidate}"
         try:
             figure = rollout_figure(self.at.prometheus, self.wall_began, time.time(), title)
             self.client.log_figure(run_id, figure, "plots/rollout.png")

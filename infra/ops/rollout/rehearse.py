@@ -1,6 +1,6 @@
 """Rollout rehearsals: one command per scenario, each printing a timeline and a verdict.
 
-    python -m infra.ops.rollout.rehearse good|schema|worse|slower [--interval 15s] [--rate 40]
+    python -m infra.ops.rollout.rehearse good|schema|worse|slower|shadow [--interval 15s] [--rate 40]
 
 Each scenario makes a candidate version (candidates.py), sends live MNIST traffic that knows its labels
 through the router over REST and gRPC at once (services/traffic), rolls the candidate out as a canary
@@ -11,6 +11,8 @@ through the router over REST and gRPC at once (services/traffic), rolls the cand
             are at most that step's share of one interval's traffic; production is unchanged
     worse   aborted on online accuracy
     slower  aborted on p99 latency
+    shadow  the less accurate candidate, as a shadow of production: the comparison on mirrored traffic finds
+            it worse (online accuracy), while every client answer came from production, with none failed
 
 It needs the local stack's router and Prometheus, and uses the traffic generators' metrics ports
 (SANDBOX_REHEARSAL_REST_TRAFFIC_METRICS, SANDBOX_REHEARSAL_GRPC_TRAFFIC_METRICS: 8075 and 8077) that
@@ -39,13 +41,23 @@ from infra.ops.rollout.__main__ import percents, rollout_endpoints, seconds, sto
 from infra.ops.rollout.analysis import Thresholds
 from infra.ops.rollout.controller import Canary, Outcome, Plan
 from infra.ops.rollout.settings import RolloutSettings
+from infra.ops.rollout.shadow import Shadow
 from mlops_sandbox import registry
 from mlops_sandbox.settings import EndpointSettings, ModelReference, TrackingClientSettings
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.waiting import NotReadyYet, wait_for
 
-EXPECTED = {"good": "promoted", "schema": "error rate", "worse": "online accuracy", "slower": "p99"}
+EXPECTED = {
+    "good": "promoted",
+    "schema": "error rate",
+    "worse": "online accuracy",
+    "slower": "p99",
+    "shadow": "online accuracy",
+}
 """What each scenario must end with: promoted, or aborted with a reason that starts with this."""
+SCENARIOS = tuple(EXPECTED)
+CANDIDATE_KIND = {"shadow": "worse"}
+"""The candidate a scenario rolls out, when it is not the scenario's own name (candidates.py)."""
 FAILED_OUTCOMES = ("client_error", "server_error", "transport_error")
 
 
@@ -63,6 +75,15 @@ class Traffic:
             for entry in summary["backends"]
             if backend is None or entry["backend"] == backend
         )
+
+    def answered_by(self) -> set[tuple[str, str]]:
+        """The (backend, model_version) pairs that answered at least one request, over both protocols."""
+        return {
+            (entry["backend"], entry["model_version"])
+            for summary in self.summaries.values()
+            for entry in summary["backends"]
+            if entry["requests"].get("ok", 0) > 0
+        }
 
     def sent(self) -> int:
         """Requests sent over both protocols."""
@@ -133,12 +154,17 @@ def check(kind: str, outcome: Outcome, traffic_: Traffic, plan: Plan, rate: floa
         if production_now != plan.candidate:
             problems.append(f"@production is version {production_now}, not the candidate {plan.candidate}")
         return problems
-    if outcome.promoted:
-        return [f"the {kind} candidate was promoted"]
+    if outcome.promoted or outcome.passed:
+        return [f"the {kind} candidate was {outcome.word}"]
     if not outcome.reason.startswith(EXPECTED[kind]) and EXPECTED[kind] not in outcome.reason:
         problems.append(f"aborted for another reason than {EXPECTED[kind]}: {outcome.reason}")
     if production_now != outcome.production_before:
         problems.append(f"@production moved to {production_now} although the rollout was aborted")
+    if kind == "shadow":
+        if traffic_.failed():
+            problems.append(f"{traffic_.failed()} requests failed during the shadow (expected 0)")
+        if traffic_.answered_by() != {("production", outcome.production_before)}:
+            problems.append(f"clients were answered by {sorted(traffic_.answered_by())}, not by production alone")
     if kind == "schema":
         if outcome.steps_passed != 0:
             problems.append(f"aborted after step {outcome.steps_passed + 1}, not at the first")
@@ -156,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("scenario", choices=candidates.KINDS)
+    parser.add_argument("scenario", choices=SCENARIOS)
     parser.add_argument("--interval", type=seconds, default="15s", help="each step's length (15s, 1m)")
     parser.add_argument("--steps", type=percents, default="10,50,100", help="%% of traffic per step")
     parser.add_argument("--rate", type=float, default=40.0, help="requests/s, half over REST, half over gRPC")
@@ -170,14 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     client = connect(TrackingClientSettings())
     name = ModelReference().name
     print(f"rehearsal '{args.scenario}': making the candidate", flush=True)
-    candidate = candidates.make(args.scenario, client, name)
+    candidate = candidates.make(CANDIDATE_KIND.get(args.scenario, args.scenario), client, name)
     print(f"candidate: {name} version {candidate}", flush=True)
     plan = Plan(name, candidate, args.steps, args.interval, Thresholds(max_p99_ratio=args.max_p99_ratio))
     at = rollout_endpoints(settings, endpoints)
     budget = len(plan.steps) * plan.interval + 300  # the generators outlive any rollout; stopped at its end
     with tempfile.TemporaryDirectory() as tmp:
         with traffic(settings, args.rate, budget, Path(tmp)) as paths:
-            outcome = Canary(client, plan, at).run()
+            rollout = Shadow(client, plan, at) if args.scenario == "shadow" else Canary(client, plan, at)
+            outcome = rollout.run()
         # Each generator writes its summary when it is stopped, at the end of the block above.
         summaries = {protocol: json.loads(path.read_text()) for protocol, path in paths.items() if path.exists()}
     traffic_ = Traffic(summaries)
@@ -193,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     problems = check(args.scenario, outcome, traffic_, plan, args.rate, production_now)
     verdict = "as expected" if not problems else "NOT as expected: " + "; ".join(problems)
     print(
-        f"rehearsal '{args.scenario}': {'promoted' if outcome.promoted else 'aborted'} ({outcome.reason}); "
+        f"rehearsal '{args.scenario}': {outcome.word} ({outcome.reason}); "
         f"{traffic_.sent()} requests, {traffic_.failed()} failed; {verdict}"
     )
     return 0 if not problems else 1

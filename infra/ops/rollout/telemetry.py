@@ -14,3 +14,8 @@ STEP_VERDICTS = Counter(
     "Judged rollout steps, by candidate version and verdict (passed, failed)",
     ["model_version", "verdict"],
 )
+SHADOW_PERCENT = Gauge(
+    "sandbox_rollout_shadow_percent",
+    "The share of production's traffic the controller mirrors to the candidate version (a shadow), in percent",
+    ["model_version"],
+)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from infra.ops.rollout.analysis import P99_MIN_ANSWERS, BackendStats, Thresholds, drop_noise, judge, wilson_lower_bound
+from infra.ops.rollout.analysis import (
+    P99_MIN_ANSWERS,
+    BackendStats,
+    Thresholds,
+    agreement,
+    drop_noise,
+    judge,
+    same_distribution_p_value,
+    wilson_lower_bound,
+)
 
 LIMITS = Thresholds(max_error_rate=0.01, max_p99_ratio=1.5, max_accuracy_drop=0.02, min_requests=20)
 PRODUCTION = BackendStats(requests=900, p99_seconds=0.010, correct=8820, labelled=9000)  # 0.98
@@ -96,3 +105,19 @@ def test_without_labels_accuracy_is_said_to_be_unjudged() -> None:
 def test_impossible_thresholds_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Thresholds(**kwargs)  # type: ignore[arg-type]
+
+
+def test_agreement_is_one_minus_the_total_variation_distance_of_the_predicted_digits() -> None:
+    assert agreement({"3": 50, "5": 50}, {"3": 5, "5": 5}) == pytest.approx(1.0)
+    assert agreement({"3": 100}, {"5": 7}) == pytest.approx(0.0)
+    # Production: 3 and 5 half each; the candidate: 3 for 80 %, 5 for 20 %: 0.3 of the mass moved.
+    assert agreement({"3": 50, "5": 50}, {"3": 80, "5": 20}) == pytest.approx(0.7)
+    assert agreement({}, {"3": 1}) is None
+
+
+def test_the_chi_squared_test_tells_a_shifted_distribution_from_sampling_noise() -> None:
+    same = same_distribution_p_value({"3": 52, "5": 48}, {"3": 49, "5": 51})
+    shifted = same_distribution_p_value({"3": 500, "5": 500}, {"3": 800, "5": 200})
+    assert same is not None and same > 0.5
+    assert shifted is not None and shifted < 1e-6
+    assert same_distribution_p_value({"3": 10}, {"3": 12}) is None, "one class: nothing to compare"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.ops.rollout.metrics import step_queries
+from infra.ops.rollout.metrics import backend_p99_ms, shadow_queries, step_queries
 
 # Samples every 2 s from 0 s to 60 s; the step is the last 20 s (40 s to 60 s).
 SERIES = {
@@ -32,12 +32,21 @@ EXPECTED = {
 }
 
 
-def test_a_step_counts_every_request_including_those_before_a_new_series_first_scrape(tmp_path: Path) -> None:
+def promtool_test(folder: Path, series: dict[str, str], tests: list[dict[str, object]]) -> None:
+    """Evaluate `tests` (promql_expr_test entries) on `series` sampled every 2 s, with Prometheus's engine."""
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool not found: apt-get install prometheus")
+    inputs = [{"series": name, "values": values} for name, values in series.items()]
+    spec = {"tests": [{"interval": "2s", "input_series": inputs, "promql_expr_test": tests}]}
+    (folder / "test.yml").write_text(yaml.safe_dump(spec))
+    tested = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=folder, capture_output=True, text=True)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_a_step_counts_every_request_including_those_before_a_new_series_first_scrape(tmp_path: Path) -> None:
     queries = step_queries(20, 20)
-    tests = [
+    tests: list[dict[str, object]] = [
         {
             "expr": queries[figure],
             "eval_time": "60s",
@@ -45,15 +54,49 @@ def test_a_step_counts_every_request_including_those_before_a_new_series_first_s
         }
         for figure, by in EXPECTED.items()
     ]
-    spec = {
-        "tests": [
-            {
-                "interval": "2s",
-                "input_series": [{"series": series, "values": values} for series, values in SERIES.items()],
-                "promql_expr_test": tests,
-            }
-        ]
+    promtool_test(tmp_path, SERIES, tests)
+
+
+def test_a_shadow_counts_each_version_on_the_serving_counters_and_envoy_latency_by_backend(tmp_path: Path) -> None:
+    """Version 9 (the candidate) is born at 50 s, when mirroring began; version 8 (production) answers throughout."""
+    on = 'model_name="m",model_version'
+    series = {
+        f'served_model_requests_total{{{on}="8"}}': "0+10x30",
+        f'served_model_labelled_predictions_total{{{on}="8",digit="3",correct="true"}}': "0+9x30",
+        f'served_model_labelled_predictions_total{{{on}="8",digit="5",correct="false"}}': "0+1x30",
+        f'served_model_requests_total{{{on}="9"}}': "_x25 4 8 12 16 20",
+        f'served_model_failed_requests_total{{{on}="9",kind="client"}}': "_x28 1 2",
+        f'served_model_labelled_predictions_total{{{on}="9",digit="3",correct="true"}}': "_x25 3 6 9 12 15",
+        f'served_model_labelled_predictions_total{{{on}="9",digit="5",correct="false"}}': "_x25 1 2 3 4 5",
+        # Envoy: every production answer within 5 ms, every candidate answer between 25 and 50 ms.
+        'envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="production_rest",le="5"}': "0+10x30",
+        'envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="production_rest",le="+Inf"}': "0+10x30",
+        'envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="candidate_grpc",le="25"}': "0x30",
+        'envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="candidate_grpc",le="50"}': "_x25 4 8 12 16 20",
+        'envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="candidate_grpc",le="+Inf"}': "_x25 4 8 12 16 20",
     }
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(spec))
-    tested = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True)
-    assert tested.returncode == 0, tested.stdout + tested.stderr
+    expected = {
+        "8": {"answered": 100, "correct": 90, "labelled": 100},
+        "9": {"answered": 20, "client_errors": 2, "correct": 15, "labelled": 20},
+    }
+    tests: list[dict[str, object]] = [
+        {
+            "expr": shadow_queries(version, 20)[figure],
+            "eval_time": "60s",
+            "exp_samples": [{"labels": f'{{model_version="{version}"}}', "value": value}],
+        }
+        for version, figures in expected.items()
+        for figure, value in figures.items()
+    ]
+    tests.append(
+        {
+            "expr": backend_p99_ms(20),
+            "eval_time": "60s",
+            # Prometheus interpolates within a bucket: 0.99 of (0, 5] and of (25, 50].
+            "exp_samples": [
+                {"labels": '{backend="production"}', "value": 4.95},
+                {"labels": '{backend="candidate"}', "value": 49.75},
+            ],
+        }
+    )
+    promtool_test(tmp_path, series, tests)

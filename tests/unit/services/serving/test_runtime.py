@@ -17,7 +17,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 from mlserver.errors import InferenceError
 from mlserver.settings import ModelParameters, ModelSettings
-from mlserver.types import InferenceRequest, RequestInput
+from mlserver.types import InferenceRequest, Parameters, RequestInput
 from prometheus_client import REGISTRY
 
 from services.serving.direct import DirectTorchModel
@@ -130,6 +130,49 @@ def test_bad_input_is_a_client_error_with_the_reason(saved_model: Path, payload:
     assert raised.value.status_code == 400
     assert reason in str(raised.value)
     assert len(str(raised.value)) < 500, "the message must not echo the whole input"
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, {"model_name": "digits", "model_version": "7", **labels}) or 0.0
+
+
+def labelled_request(labels: str) -> InferenceRequest:
+    return InferenceRequest(inputs=request(IMAGES).inputs, parameters=Parameters(headers={"X-Sandbox-Labels": labels}))
+
+
+def test_labelled_requests_count_right_and_wrong_digits_by_version(saved_model: Path) -> None:
+    """A shadow copy's accuracy comes from these counts: no client sees its answers."""
+    model = runtime(saved_model)
+    digits = probabilities(model, request(IMAGES)).argmax(axis=1)
+    truth = [int(digits[0]), int(digits[1]), (int(digits[2]) + 1) % 10]  # two right, one wrong
+    name = "served_model_labelled_predictions_total"
+    before = {(d, c): sample(name, digit=str(d), correct=c) for d in set(digits.tolist()) for c in ("true", "false")}
+
+    asyncio.run(model.predict(labelled_request(",".join(map(str, truth)))))
+
+    grown = {key: sample(name, digit=str(key[0]), correct=key[1]) - value for key, value in before.items()}
+    assert sum(v for (_, c), v in grown.items() if c == "true") == 2
+    assert grown[(int(digits[2]), "false")] == 1 and sum(grown.values()) == 3
+
+
+@pytest.mark.parametrize(
+    "labels", ["1,2", "1,2,x", "1,2,10", ""], ids=["too-few", "not-digits", "not-a-digit", "empty"]
+)
+def test_a_malformed_labels_header_is_counted_nowhere_and_still_answered(saved_model: Path, labels: str) -> None:
+    model = runtime(saved_model)
+    name = "served_model_labelled_predictions_total"
+    total = lambda: sum(sample(name, digit=str(d), correct=c) for d in range(10) for c in ("true", "false"))  # noqa: E731
+    before = total()
+    assert probabilities(model, labelled_request(labels)).shape == (3, 10)
+    assert total() == before
+
+
+def test_refused_requests_are_counted_by_version(saved_model: Path) -> None:
+    model = runtime(saved_model)
+    before = sample("served_model_failed_requests_total", kind="client")
+    with pytest.raises(InferenceError):
+        asyncio.run(model.predict(request(IMAGES.reshape(3, 784))))
+    assert sample("served_model_failed_requests_total", kind="client") == before + 1
 
 
 def test_settings_reach_mlserver_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -142,11 +142,14 @@ def test_grpc_output_raw_or_typed() -> None:
 
 
 @pytest.fixture()
-def fake_router() -> Iterator[str]:
-    """A V2 REST endpoint on loopback that answers 7 for every image, as the router's `candidate` backend."""
+def fake_router() -> Iterator[tuple[str, list[str | None]]]:
+    """A V2 REST endpoint on loopback that answers 7 for every image, as the router's `candidate` backend;
+    yields its URL and the x-sandbox-labels header of each request it got."""
+    seen: list[str | None] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
+            seen.append(self.headers.get("x-sandbox-labels"))
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             body = v2_answer([7] * request["inputs"][0]["shape"][0], version="12")
             self.send_response(200)
@@ -161,14 +164,18 @@ def fake_router() -> Iterator[str]:
     with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as httpd:
         thread = threading.Thread(target=httpd.serve_forever, daemon=True)
         thread.start()
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/v2/models/m/infer"
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v2/models/m/infer", seen
         httpd.shutdown()
 
 
-def test_rest_sender_reads_the_backend_header(fake_router: str) -> None:
-    sender = RestSender(fake_router, timeout=5, connections=2)
-    answer = sender(np.zeros((3, 1, 28, 28), dtype=np.float32))
+def test_rest_sender_reads_the_backend_header_and_sends_the_labels(
+    fake_router: tuple[str, list[str | None]],
+) -> None:
+    url, seen = fake_router
+    sender = RestSender(url, timeout=5, connections=2)
+    answer = sender(np.zeros((3, 1, 28, 28), dtype=np.float32), np.array([4, 0, 9]))
     sender.close()
+    assert seen == ["4,0,9"]
     assert (answer.outcome, answer.backend, answer.model_version) == ("ok", "candidate", "12")
     assert answer.digits is not None and answer.digits.tolist() == [7, 7, 7]
     assert answer.seconds is not None and 0 < answer.seconds < 5
@@ -176,7 +183,7 @@ def test_rest_sender_reads_the_backend_header(fake_router: str) -> None:
 
 def test_rest_sender_counts_a_refused_connection_as_a_transport_error() -> None:
     sender = RestSender(f"http://127.0.0.1:{free_port()}/v2/models/m/infer", timeout=5, connections=1)
-    answer = sender(np.zeros((1, 1, 28, 28), dtype=np.float32))
+    answer = sender(np.zeros((1, 1, 28, 28), dtype=np.float32), np.array([3]))
     assert (answer.outcome, answer.backend, answer.model_version, answer.seconds) == (
         "transport_error",
         "unknown",
