@@ -205,7 +205,7 @@ def up(stack: Stack, *, train: bool) -> None:
 
 def rehearse(stack: Stack, scenario: str | None, extra: list[str]) -> None:
     """Run a rehearsal against the running sandbox: the gated blue-green one (infra.ops.rehearsal) without a
-    scenario, else that canary scenario (infra.ops.rollout.rehearse: good, schema, worse, slower)."""
+    scenario, else that rollout scenario (infra.ops.rollout.rehearse: good, schema, worse, slower, shadow)."""
     # The blue-green rehearsal needs the tracking server and both endpoints; a canary also the router and Prometheus.
     needed = SERVICE_ORDER[1:] if scenario else ("mlflow", "serving", "serving-staging")
     missing = [name for name in needed if stack.processes.running(name) is None]
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=("up", "rehearse", "down", "status"))
     parser.add_argument(
-        "scenario", nargs="?", choices=SCENARIOS, help="rehearse: a canary scenario (default: the gated blue-green)"
+        "scenario", nargs="?", choices=SCENARIOS, help="rehearse: a rollout scenario (default: the gated blue-green)"
     )
     parser.add_argument("--no-train", action="store_true", help="serve the current production version as is")
     args, extra = parser.parse_known_args(argv)
