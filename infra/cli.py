@@ -2,7 +2,7 @@
 
     sandbox up | down | status          # the local stack (bash infra/sandbox.sh does the same)
     sandbox train [--alias production]  # train and register a new version
-    sandbox list | promote 3 --to production [--gate] | rollback | resolve @production
+    sandbox list | promote 3 --to production [--gate] | rollback | resolve @production | archive 2 | delete 2
     sandbox predict [--serving-url http://127.0.0.1:8080]
     sandbox rehearse                    # the deployment rehearsal, against running endpoints
     sandbox rollout start 7             # a canary through the router, judged on live metrics
@@ -32,9 +32,11 @@ SUBCOMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "promote": ("infra.ops.registry", ("promote",), "point @staging or @production at a version (--gate)"),
     "rollback": ("infra.ops.registry", ("rollback",), "@production back to the version it replaced"),
     "resolve": ("infra.ops.registry", ("resolve",), "the version an alias, stage or number points at"),
+    "archive": ("infra.ops.registry", ("archive",), "set a version's stage to Archived (never @production)"),
+    "delete": ("infra.ops.registry", ("delete",), "delete a version, its aliases first (never @production)"),
     "predict": ("infra.ops.predict", (), "accuracy on MNIST test images, in-process or from a V2 endpoint"),
     "rehearse": ("infra.ops.rehearsal", (), "train, stage, gate, promote, verify, roll back, verify"),
-    "rollout": ("infra.ops.rollout", (), "start V: canary (or --strategy blue-green) a version through the router"),
+    "rollout": ("infra.ops.rollout", (), "start V: canary, shadow or blue-green of a version through the router"),
     "traffic": ("services.traffic.entrypoint", (), "MNIST traffic that knows its labels (SANDBOX_TRAFFIC_TARGET)"),
 }
 

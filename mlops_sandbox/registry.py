@@ -1,9 +1,13 @@
-"""Model Registry lifecycle: model URIs, promotion with aliases and stages, rollback, lineage.
+"""Model Registry lifecycle: model URIs, promotion with aliases and stages, rollback, archive, delete, lineage.
 
 Aliases (`staging`, `production`) are MLflow's modern form of stages. So that the older stage URIs
 (models:/NAME/Production) keep working, every promotion also sets the matching deprecated stage (`Staging`,
 `Production`), and the production version it replaces becomes `Archived`. Each production version records
 the version it replaced in a tag, so `rollback` can walk back through production's history.
+
+Every operation here leaves the registry consistent with itself, as `inconsistencies` defines it: an archived
+version holds no alias (@staging moves to the production version, the state of a sandbox with nothing
+staged), and no alias names a deleted version.
 """
 
 from __future__ import annotations
@@ -94,7 +98,87 @@ def promote(client: MlflowClient, name: str, version: str | int, alias: str) -> 
     _set_stage(client, name, version, LIFECYCLE_ALIASES[alias])
     if alias == "production" and previous is not None:
         _set_stage(client, name, previous, "Archived")
+    # A stage transition also archives the other versions in that stage (archive_existing_versions): any
+    # alias one of them held moves off it.
+    settle_staging(client, name)
     return Promotion(name, version, alias, previous)
+
+
+def settle_staging(client: MlflowClient, name: str) -> str | None:
+    """Move @staging off an archived version: onto the @production version (a staging endpoint with nothing
+    staged serves production's version), or remove it when there is no production version. Returns where
+    @staging points afterwards (None: nowhere)."""
+    staging, production = _alias_version(client, name, "staging"), _alias_version(client, name, "production")
+    if staging is None or staging.current_stage != "Archived":
+        return str(staging.version) if staging is not None else None
+    if production is not None:
+        client.set_registered_model_alias(name, "staging", str(production.version))
+        return str(production.version)
+    client.delete_registered_model_alias(name, "staging")
+    return None
+
+
+def archive(client: MlflowClient, name: str, version: str) -> None:
+    """Set `version`'s stage to Archived and move @staging off it (settle_staging). RegistryError for the
+    @production version (roll back or promote another first) or a version that does not exist."""
+    production = _alias_version(client, name, "production")
+    if production is not None and str(production.version) == str(version):
+        raise RegistryError(f"{name} version {version} is @production: promote another version or roll back first")
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as err:
+        raise RegistryError(f"{name} version {version} does not exist: {err.message}") from err
+    _set_stage(client, name, version, "Archived")
+    settle_staging(client, name)
+
+
+def delete_version(client: MlflowClient, name: str, version: str) -> None:
+    """Delete `version` from the registry after taking its aliases off it: MLflow 3.12 leaves an
+    alias that names a deleted version (fixed upstream later), and looking that alias up then fails without
+    naming it. RegistryError for the @production version or a version that does not exist."""
+    archive(client, name, version)
+    for alias, target in client.get_registered_model(name).aliases.items():
+        if str(target) == str(version):
+            client.delete_registered_model_alias(name, alias)
+    client.delete_model_version(name, version)
+
+
+def inconsistencies(client: MlflowClient, name: str) -> list[str]:
+    """Every way the registry of `name` contradicts itself, one sentence each with its fix; empty when none.
+
+    The invariant, written once, that every operation of this project keeps:
+    1. the @production version has stage Production;
+    2. the @staging version has stage Staging, or Production when it is @production too (nothing staged);
+    3. an Archived version holds neither @staging nor @production;
+    4. at most one version is in stage Production, and at most one in Staging;
+    5. every alias names a version that exists (MLflow 3.12 keeps the alias of a deleted version).
+    """
+    aliases = client.get_registered_model(name).aliases
+    versions = {str(v.version): v.current_stage or "None" for v in client.search_model_versions(f"name = '{name}'")}
+    problems = []
+    for alias, target in sorted(aliases.items()):
+        stage = versions.get(str(target))
+        if stage is None:
+            problems.append(
+                f"@{alias} names version {target}, which does not exist: point it at a version with "
+                f"`promote VERSION --to {alias}`, or remove it with MlflowClient.delete_registered_model_alias"
+            )
+        elif stage == "Archived" and alias in LIFECYCLE_ALIASES:
+            problems.append(f"@{alias} names version {target}, which is Archived: promote a live version to @{alias}")
+        elif alias in LIFECYCLE_ALIASES:
+            allowed = {LIFECYCLE_ALIASES[alias]} | (
+                {"Production"} if alias == "staging" and str(aliases.get("production")) == str(target) else set()
+            )
+            if stage not in allowed:
+                problems.append(
+                    f"@{alias} names version {target}, whose stage is {stage}, not {LIFECYCLE_ALIASES[alias]}: "
+                    f"promote it again with `promote {target} --to {alias}`"
+                )
+    for stage in ("Production", "Staging"):
+        holders = sorted((v for v, s in versions.items() if s == stage), key=int)
+        if len(holders) > 1:
+            problems.append(f"versions {', '.join(holders)} are all in stage {stage}: promote the right one again")
+    return problems
 
 
 def rollback(client: MlflowClient, name: str) -> Promotion:
@@ -114,6 +198,7 @@ def rollback(client: MlflowClient, name: str) -> Promotion:
     client.set_registered_model_alias(name, "production", target)
     _set_stage(client, name, target, "Production")
     _set_stage(client, name, str(current.version), "Archived")
+    settle_staging(client, name)
     client.set_model_version_tag(name, str(current.version), ROLLED_BACK_TAG, now())
     return Promotion(name, target, "production", str(current.version))
 

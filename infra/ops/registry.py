@@ -6,6 +6,11 @@
     python -m infra.ops.registry promote 4 --to production --gate   # only if not worse than production
     python -m infra.ops.registry rollback                    # production back to the version it replaced
     python -m infra.ops.registry resolve @production         # the version it points at; exit 1 if none
+    python -m infra.ops.registry archive 2                   # stage Archived; @staging moves off it
+    python -m infra.ops.registry delete 2                    # its aliases first, then the version
+
+`list` ends with any contradiction it finds in the registry (an alias naming a deleted or archived version,
+a stage that disagrees with its alias) and how to fix it; none of this CLI's commands leaves one.
 
 MLFLOW_TRACKING_URI and SANDBOX_MODEL_NAME are read from the environment; --tracking-uri and --model-name
 override them.
@@ -55,6 +60,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands.add_parser("list", help="a lineage table of every version")
     resolve = commands.add_parser("resolve", help="print the version a reference points at; exit 1 when none does")
     resolve.add_argument("ref", help="a version number, @alias or stage")
+    for command, help_ in (
+        ("archive", "set a version's stage to Archived; @staging moves to the production version"),
+        ("delete", "delete a version, after taking its aliases off it (never @production)"),
+    ):
+        commands.add_parser(command, help=help_).add_argument("version", help="a version number")
     return parser.parse_args(argv)
 
 
@@ -97,12 +107,20 @@ def main(argv: list[str] | None = None) -> int:
             print(registry.resolve_version(client, name, args.ref))
         elif args.command == "rollback":
             print(registry.rollback(client, name).describe())
+        elif args.command == "archive":
+            registry.archive(client, name, args.version)
+            print(f"{name} version {args.version} is Archived")
+        elif args.command == "delete":
+            registry.delete_version(client, name, args.version)
+            print(f"{name} version {args.version} is deleted")
         else:
             rows = registry.lineage(client, name)
             if not rows:
                 print(f"{name} has no versions yet at {tracking.tracking_uri}", file=sys.stderr)
                 return 1
             print(registry.format_lineage(rows))
+            for problem in registry.inconsistencies(client, name):
+                print(f"warning: {problem}", file=sys.stderr)
     except (ValidationError, ValueError) as err:
         print(f"invalid input: {err}", file=sys.stderr)
         return 2

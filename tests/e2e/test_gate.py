@@ -60,6 +60,7 @@ def test_a_worse_candidate_is_rejected_and_production_is_unchanged(
     assert tags["gate.production_version"] == production_before
     assert float(tags["gate.candidate_accuracy"]) < float(tags["gate.production_accuracy"]) - 0.005
     assert "gate.decided_at" in tags and "candidate accuracy" in tags["gate.reason"]
+    assert registry.inconsistencies(client, MODEL) == []
 
 
 def test_a_candidate_as_good_as_production_is_promoted(stack: Stack, staging_url: str, mnist_root: Path) -> None:
@@ -75,3 +76,4 @@ def test_a_candidate_as_good_as_production_is_promoted(stack: Stack, staging_url
     assert gated.returncode == 0, gated.stdout + gated.stderr
     assert "gate passed" in gated.stdout
     assert client.get_model_version(MODEL, production).tags["gate.outcome"] == "promoted"
+    assert registry.inconsistencies(client, MODEL) == []

@@ -76,6 +76,10 @@ def test_up_down_up_serves_the_next_version_and_down_stops_everything(tmp_path: 
         rows = [line.split()[:2] for line in listing.stdout.splitlines()[1:]]
         # The rehearsal staged version 3, promoted it over 2, and rolled back to 2.
         assert rows == [["3", "Archived"], ["2", "Production"], ["1", "Archived"]]
+        # The registry never contradicts itself (registry.inconsistencies): `list` would say so on stderr, and
+        # @staging left the archived version 3 for production's.
+        assert "warning:" not in listing.stderr, listing.stderr
+        assert listing.stdout.splitlines()[2].split()[2] == "production,staging", listing.stdout
     finally:
         run_module("infra.local.stack", "down", env=env)
     assert not list(run_dir.glob("*.pid"))

@@ -22,6 +22,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from mlops_sandbox import registry
 from mlops_sandbox.prometheus import PrometheusQuery
 from mlops_sandbox.router import RouterAdmin, Split
 from mlops_sandbox.waiting import NotReadyYet, wait_for
@@ -56,6 +57,8 @@ class Sandbox:
     def rehearse(self, scenario: str) -> subprocess.CompletedProcess[str]:
         done = run_module("infra.local.stack", "rehearse", scenario, "--interval", INTERVAL, env=self.env, timeout=900)
         print(done.stdout[-6000:])
+        # Whatever the rollout's outcome, the registry does not contradict itself afterwards.
+        assert registry.inconsistencies(self.client, MODEL) == [], done.stdout[-3000:]
         return done
 
 
@@ -236,6 +239,7 @@ def test_an_interrupted_rollout_leaves_all_traffic_on_production_and_a_second_ca
     assert sandbox.production() == production
     run = last_rollout_run(sandbox, other)
     assert run["sandbox.rollout.outcome"] == "interrupted"
+    assert registry.inconsistencies(sandbox.client, MODEL) == []
     assert (
         requests.get(f"{sandbox.url('SANDBOX_ROUTER_REST_PORT')}/v2/models/{MODEL}/ready", timeout=5).status_code == 200
     )

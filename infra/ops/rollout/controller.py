@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 import uuid
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -251,14 +250,17 @@ class Canary:
     def _restore_staging(self) -> None:
         """Point @staging back where it was before the rollout, so that a later `promote @staging` cannot
         promote the rejected candidate by mistake, and archive the candidate. Only the alias moves: the
-        version it returns to may be production by now, whose stage stays Production."""
+        version it returns to may be production by now, whose stage stays Production; one archived meanwhile
+        is left for production's (registry.settle_staging)."""
         name, candidate, previous = self.plan.model_name, self.plan.candidate, self.staging_before
         if previous and previous != candidate:
             self.client.set_registered_model_alias(name, "staging", previous)
             self.log(f"@staging back on version {previous}")
-        with warnings.catch_warnings():  # the stage API is deprecated, still supported in MLflow 3.12
-            warnings.simplefilter("ignore", FutureWarning)
-            self.client.transition_model_version_stage(name, candidate, "Archived")
+        if self._alias_target("production") == candidate:  # interrupted after the promotion itself
+            self.log(f"version {candidate} is @production already: not archived")
+            return
+        # Archiving also moves @staging off the candidate when it had nowhere to go back to (registry.archive).
+        registry.archive(self.client, name, candidate)
 
     # -- the record in MLflow --------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -17,6 +19,78 @@ def stages(client: MlflowClient) -> dict[str, str]:
 
 def alias(client: MlflowClient, name: str) -> str:
     return str(client.get_model_version_by_alias(NAME, name).version)
+
+
+LEFT_INCONSISTENT = {"test_inconsistencies_name_each_contradiction_with_its_fix"}
+
+
+@pytest.fixture(autouse=True)
+def registry_stays_consistent(request: pytest.FixtureRequest, client: MlflowClient) -> Iterator[None]:
+    """The registry's invariant (registry.inconsistencies), checked after every test's operations."""
+    yield
+    if request.node.originalname not in LEFT_INCONSISTENT:
+        assert registry.inconsistencies(client, NAME) == []
+
+
+def test_rolling_back_moves_staging_off_the_version_it_archives(client: MlflowClient) -> None:
+    """As the rehearsal does it: the version staged, promoted, then rolled back held @staging, Archived."""
+    registry.promote(client, NAME, 1, "staging")
+    registry.promote(client, NAME, 1, "production")
+    registry.promote(client, NAME, 2, "staging")
+    registry.promote(client, NAME, 2, "production")
+    registry.rollback(client, NAME)
+    assert stages(client)["2"] == "Archived"
+    assert alias(client, "staging") == alias(client, "production") == "1"
+
+
+def test_promoting_straight_to_production_moves_staging_off_the_archived_version(client: MlflowClient) -> None:
+    registry.promote(client, NAME, 1, "staging")
+    registry.promote(client, NAME, 1, "production")
+    registry.promote(client, NAME, 3, "production")  # no staging first: version 1 is archived with @staging
+    assert alias(client, "staging") == "3"
+
+
+def test_archive_moves_staging_to_production_and_refuses_production(client: MlflowClient) -> None:
+    registry.promote(client, NAME, 1, "production")
+    registry.promote(client, NAME, 2, "staging")
+    registry.archive(client, NAME, "2")
+    assert stages(client)["2"] == "Archived" and alias(client, "staging") == "1"
+    with pytest.raises(registry.RegistryError, match="is @production"):
+        registry.archive(client, NAME, "1")
+    with pytest.raises(registry.RegistryError, match="does not exist"):
+        registry.archive(client, NAME, "9")
+
+
+def test_archiving_the_only_staged_version_without_production_removes_the_alias(client: MlflowClient) -> None:
+    registry.promote(client, NAME, 2, "staging")
+    registry.archive(client, NAME, "2")
+    assert "staging" not in client.get_registered_model(NAME).aliases
+
+
+def test_delete_takes_the_aliases_off_first(client: MlflowClient) -> None:
+    registry.promote(client, NAME, 1, "production")
+    registry.promote(client, NAME, 2, "staging")
+    client.set_registered_model_alias(NAME, "champion", "2")
+    registry.delete_version(client, NAME, "2")
+    assert {k: str(v) for k, v in client.get_registered_model(NAME).aliases.items()} == {
+        "production": "1",
+        "staging": "1",
+    }
+    assert "2" not in stages(client)
+    with pytest.raises(registry.RegistryError, match="is @production"):
+        registry.delete_version(client, NAME, "1")
+
+
+def test_inconsistencies_name_each_contradiction_with_its_fix(client: MlflowClient) -> None:
+    registry.promote(client, NAME, 1, "production")
+    client.set_registered_model_alias(NAME, "champion", "3")
+    client.delete_model_version(NAME, "3")  # MLflow 3.12 keeps @champion, naming a version that is gone
+    client.set_registered_model_alias(NAME, "staging", "2")  # an alias moved by hand: stage still None
+    problems = registry.inconsistencies(client, NAME)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("@champion names version 3, which does not exist")
+    assert "delete_registered_model_alias" in problems[0]
+    assert problems[1].startswith("@staging names version 2, whose stage is None, not Staging: promote it again")
 
 
 def test_promote_to_staging_sets_alias_and_stage(client: MlflowClient) -> None:
