@@ -19,13 +19,17 @@ Two per-request costs are cut here, each switchable in the model settings' `para
 
 from __future__ import annotations
 
+import functools
 import gc
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 from mlflow.exceptions import MlflowException
 from mlserver.codecs import NumpyCodec
 from mlserver.errors import InferenceError
-from mlserver.types import InferenceRequest, InferenceResponse
+from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
 from mlserver_mlflow import MLflowRuntime
 from mlserver_mlflow.codecs import TensorDictCodec
 from prometheus_client import Counter
@@ -33,6 +37,40 @@ from prometheus_client import Counter
 from mlops_sandbox.v2 import LABELS_HEADER
 from services.serving.direct import DirectTorchModel
 from services.serving.metrics import FAILED_REQUESTS, LABELLED_PREDICTIONS, SERVED_REQUESTS
+
+
+def count_values(data: Any) -> int:
+    """How many values `data` holds, at any depth of nesting (a V2 tensor's data may be flat or nested, as
+    numpy would read it). ValueError for what a V2 tensor cannot carry (an object)."""
+    if isinstance(data, dict):
+        raise ValueError("a tensor's data is a list of values, not an object")
+    if not isinstance(data, (list, tuple)):
+        return 1
+    containers = (list, tuple, dict)
+    if data and not isinstance(data[0], containers) and not isinstance(data[-1], containers):
+        return len(data)  # flat, the common case, not walked (a ragged list fails to decode later)
+    return sum(count_values(value) for value in data)
+
+
+def v2_problem(tensor: RequestInput) -> str | None:
+    """What breaks the V2 protocol's rules in one input tensor, or None: a shape is one or more non-negative
+    integers (the first is the batch), whose product is the number of values the data carries (BYTES data are
+    strings, not checked here). From the Open Inference Protocol's tensor definition (kserve/open-inference-
+    protocol, "Tensor Data")."""
+    shape = list(tensor.shape)
+    if not shape:
+        return f"input {tensor.name!r} declares shape []: a tensor has at least one dimension, the batch"
+    if any(dimension < 0 for dimension in shape):
+        return f"input {tensor.name!r} declares shape {shape}: the V2 protocol allows no negative dimension"
+    if tensor.datatype == "BYTES":
+        return None
+    try:
+        values = count_values(getattr(tensor.data, "root", tensor.data))
+    except ValueError as err:
+        return f"input {tensor.name!r}: {err}"
+    if values != math.prod(shape):
+        return f"input {tensor.name!r} declares shape {shape} ({math.prod(shape)} values) but carries {values}"
+    return None
 
 
 def labels_of(payload: InferenceRequest, images: int) -> np.ndarray | None:
@@ -57,6 +95,34 @@ class RegistryModelRuntime(MLflowRuntime):
     served: Counter
     refused: Counter
     failed: Counter
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # MLServer's adaptive batching replaces `predict` with a wrapper that merges requests before any code of
+        # this class runs, and answers a request of shape [] with a 500 (an IndexError on its batch axis). So
+        # whatever `predict` becomes, every request is checked against the V2 rules before it.
+        if name == "predict" and callable(value):
+            value = self._checked(value)  # type: ignore[arg-type]
+        super().__setattr__(name, value)
+
+    def _checked(
+        self, predict: Callable[[InferenceRequest], Awaitable[InferenceResponse]]
+    ) -> Callable[[InferenceRequest], Awaitable[InferenceResponse]]:
+        @functools.wraps(predict)
+        async def checked(payload: InferenceRequest) -> InferenceResponse:
+            self._check(payload)
+            return await predict(payload)
+
+        return checked
+
+    def _check(self, payload: InferenceRequest) -> None:
+        """InferenceError (400 / INVALID_ARGUMENT), counted as a refusal, unless the request has exactly one
+        input tensor that follows the V2 rules (v2_problem): this model takes one tensor of images."""
+        problems = [f"the model takes one input tensor; the request has {len(payload.inputs)}"]
+        if len(payload.inputs) == 1:
+            problems = [problem for problem in map(v2_problem, payload.inputs) if problem]
+        if problems:
+            self.refused.inc()
+            raise InferenceError(problems[0])
 
     @property
     def extra(self) -> dict[str, object]:
@@ -99,6 +165,7 @@ class RegistryModelRuntime(MLflowRuntime):
         and a readable reason (MLflow's schema errors would otherwise be a bare 500). Every request is
         counted by this version: answered, refused (bad input) or failed; the digits of a request that carries
         its labels (LABELS_HEADER) are counted right or wrong."""
+        self._check(payload)
         try:
             answer = self._answer(payload)
         except InferenceError:
@@ -122,17 +189,10 @@ class RegistryModelRuntime(MLflowRuntime):
             LABELLED_PREDICTIONS.labels(self.name, self.registry_version or "", str(digit), correct).inc()
 
     def _answer(self, payload: InferenceRequest) -> object:
-        for tensor in payload.inputs:
-            # The V2 protocol's shapes are non-negative; numpy would read a -1 as "infer this dimension" and
-            # answer a request that declared an impossible shape.
-            if any(dimension < 0 for dimension in tensor.shape):
-                raise InferenceError(
-                    f"input {tensor.name!r} declares shape {tensor.shape}: the V2 protocol allows no negative dimension"
-                )
         direct = self.direct if self.direct is not None and self.direct.accepts(payload) else None
         try:
             decoded = NumpyCodec.decode_input(payload.inputs[0]) if direct else self.decode_request(payload)
-        except ValueError as err:  # e.g. the data do not fill the declared shape
+        except (ValueError, TypeError, OverflowError) as err:  # e.g. values that are not numbers of its datatype
             raise InferenceError(f"cannot decode the request's inputs: {err}") from err
         if direct is not None:
             return direct.predict(decoded)

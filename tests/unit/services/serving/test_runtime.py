@@ -110,7 +110,14 @@ def test_direct_path_takes_only_requests_that_match_the_signature(
     [
         (request(IMAGES.astype(np.float64), datatype="FP64"), "dtype of input float64 does not match"),
         (request(IMAGES.reshape(3, 784)), "Shape of input (3, 784) does not match"),
-        (request(IMAGES, data=[0.5] * 10), "cannot decode"),
+        (request(IMAGES, data=[0.5] * 10), "declares shape [3, 1, 28, 28] (2352 values) but carries 10"),
+        (
+            InferenceRequest(inputs=[RequestInput(name="input-0", shape=[], datatype="FP32", data=[0.5])]),
+            "declares shape []: a tensor has at least one dimension",
+        ),
+        (request(IMAGES, data={"a": 1}), "a list of values, not an object"),
+        (InferenceRequest(inputs=[]), "the model takes one input tensor; the request has 0"),
+        (request(IMAGES, datatype="FP32", data=["x"] * 2352), "cannot decode"),
         (
             InferenceRequest(
                 inputs=[
@@ -122,7 +129,7 @@ def test_direct_path_takes_only_requests_that_match_the_signature(
             "declares shape [-1, 1, 28, 28]: the V2 protocol allows no negative dimension",
         ),
     ],
-    ids=["fp64", "flat", "too-little-data", "negative-dimension"],
+    ids=["fp64", "flat", "too-little-data", "rank-0", "object-data", "no-input", "strings", "negative-dimension"],
 )
 def test_bad_input_is_a_client_error_with_the_reason(saved_model: Path, payload: InferenceRequest, reason: str) -> None:
     with pytest.raises(InferenceError) as raised:
@@ -173,6 +180,23 @@ def test_refused_requests_are_counted_by_version(saved_model: Path) -> None:
     with pytest.raises(InferenceError):
         asyncio.run(model.predict(request(IMAGES.reshape(3, 784))))
     assert sample("served_model_failed_requests_total", kind="client") == before + 1
+
+
+def test_requests_are_checked_before_whatever_wraps_predict(saved_model: Path) -> None:
+    """MLServer's adaptive batching sets `predict` to a wrapper that merges requests first, and fails with an
+    IndexError on a request of shape []; the check runs before it."""
+    model = runtime(saved_model)
+    merged: list[InferenceRequest] = []
+
+    async def batching(payload: InferenceRequest) -> object:
+        merged.append(payload)
+        raise IndexError("list index out of range")
+
+    model.predict = batching  # type: ignore[method-assign]
+    scalar = InferenceRequest(inputs=[RequestInput(name="input-0", shape=[], datatype="FP32", data=[0.5])])
+    with pytest.raises(InferenceError, match="at least one dimension"):
+        asyncio.run(model.predict(scalar))
+    assert merged == []
 
 
 def test_settings_reach_mlserver_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
