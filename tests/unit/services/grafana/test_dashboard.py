@@ -76,11 +76,14 @@ def test_the_queries_read_recorded_series_that_rules_yml_records_and_the_control
         read |= names
     weight = CANDIDATE_WEIGHT._name  # prometheus_client's own name for the gauge
     assert any(weight in target["expr"] for target in targets()), "no panel shows the rollout weight"
-    # Share, 4xx and 5xx, requests, latency and accuracy per version, each from its recording rule.
+    # Share, 4xx and 5xx (per backend, and per version as serving counts them), requests, latency and accuracy
+    # per version, each from its recording rule.
     assert {
         "backend:sandbox_traffic_share:ratio_rate1m",
         "backend:sandbox_traffic_client_errors:ratio_rate1m",
         "backend:sandbox_traffic_server_errors:ratio_rate1m",
+        "version:served_model_client_errors:ratio_rate1m",
+        "version:served_model_server_errors:ratio_rate1m",
         "version:sandbox_traffic_request_duration_seconds:p50_rate1m",
         "version:sandbox_traffic_request_duration_seconds:p99_rate1m",
         "version:sandbox_traffic_accuracy:ratio_rate1m",
