@@ -43,13 +43,15 @@ class StackSettings(SandboxSettings):
     """Staging: Prometheus /metrics."""
     router_rest_port: int = Field(8070, ge=1, le=65535, validation_alias="SANDBOX_ROUTER_REST_PORT")
     """The router (Envoy): the one public V2 REST endpoint of rollouts, in front of production and candidate.
-    The router, Prometheus and the rollout ports below are the local stack's; compose has none of them yet."""
+    The router, traffic and rollout ports below are the local stack's; compose has none of them yet."""
     router_grpc_port: int = Field(8071, ge=1, le=65535, validation_alias="SANDBOX_ROUTER_GRPC_PORT")
     """The router: V2 gRPC."""
     router_admin_port: int = Field(8079, ge=1, le=65535, validation_alias="SANDBOX_ROUTER_ADMIN_PORT")
     """The router's admin API: the traffic split, /stats/prometheus. Bound to 127.0.0.1 whatever the bind address."""
     prometheus_port: int = Field(9090, ge=1, le=65535, validation_alias="SANDBOX_PROMETHEUS_PORT")
-    """Prometheus: its UI, query API and recording rules."""
+    """Prometheus: its UI, query API and recording rules (local stack; compose: profile monitoring)."""
+    grafana_port: int = Field(3000, ge=1, le=65535, validation_alias="SANDBOX_GRAFANA_PORT")
+    """Grafana's rollout dashboard (compose only, profile monitoring)."""
     traffic_metrics_port: int = Field(8075, ge=1, le=65535, validation_alias="SANDBOX_TRAFFIC_METRICS_PORT")
     """The /metrics of a rollout rehearsal's REST traffic generator, while it runs."""
     traffic_grpc_metrics_port: int = Field(8077, ge=1, le=65535, validation_alias="SANDBOX_TRAFFIC_GRPC_METRICS_PORT")
@@ -68,7 +70,8 @@ class ComposeSettings(SandboxSettings):
     """What only compose.yaml reads: the images it builds or pulls, its profiles, PostgreSQL's account."""
 
     compose_profiles: str = Field("", validation_alias="COMPOSE_PROFILES", json_schema_extra=IN_ENV_EXAMPLE)
-    """Compose's own: optional profiles to switch on, comma-separated: postgres, predict, tools, gpu. Empty: none."""
+    """Compose's own: optional profiles to switch on, comma-separated: postgres, predict, tools, gpu, monitoring.
+    Empty: none."""
     mlflow_image: str = Field("mlops-sandbox/mlflow:0.1.0", validation_alias="SANDBOX_MLFLOW_IMAGE")
     """Tag of the tracking-server image that compose builds (target mlflow of infra/images/Dockerfile)."""
     ml_image: str = Field("mlops-sandbox/ml:0.1.0", validation_alias="SANDBOX_ML_IMAGE")
@@ -80,6 +83,10 @@ class ComposeSettings(SandboxSettings):
     quay.io images remain. Another S3 server: see docs/operations.md."""
     postgres_image: str = Field("postgres:15.8-bookworm", validation_alias="SANDBOX_POSTGRES_IMAGE")
     """PostgreSQL's image (profile postgres)."""
+    prometheus_image: str = Field("prom/prometheus:v3.5.0", validation_alias="SANDBOX_PROMETHEUS_IMAGE")
+    """Prometheus's image (profile monitoring), pinned to an exact release (3.5, a long-term support release)."""
+    grafana_image: str = Field("grafana/grafana:12.2.0", validation_alias="SANDBOX_GRAFANA_IMAGE")
+    """Grafana's image (profile monitoring), pinned to an exact release."""
     python_image: str = Field("python:3.11-slim", validation_alias="SANDBOX_PYTHON_IMAGE")
     """The base of every Python image: Python 3.11 with venv."""
     torch_index_url: str = Field("https://download.pytorch.org/whl/cpu", validation_alias="SANDBOX_TORCH_INDEX_URL")

@@ -3,7 +3,7 @@
     python -m services.prometheus.entrypoint
 
 Writes prometheus.yml into SANDBOX_PROMETHEUS_DATA_DIR and runs Prometheus on it. The local stack runs it;
-compose has no Prometheus service yet (issue 11).
+compose (profile monitoring) runs Prometheus's own image on the committed rendering, prometheus.compose.yml.
 """
 
 from __future__ import annotations

@@ -72,10 +72,10 @@ def test_the_default_file_is_valid_with_the_example_env() -> None:
 
 
 def test_the_profiles_are_the_documented_ones() -> None:
-    assert declared_profiles() == ["gpu", "postgres", "predict", "tools"]
+    assert declared_profiles() == ["gpu", "monitoring", "postgres", "predict", "tools"]
 
 
-@pytest.mark.parametrize("profile", ["postgres", "predict", "tools", "gpu", "*"])
+@pytest.mark.parametrize("profile", ["postgres", "predict", "tools", "gpu", "monitoring", "*"])
 def test_every_profile_is_valid(profile: str) -> None:
     result = compose("--profile", profile, "config", "-q")
     assert result.returncode == 0, result.stderr
@@ -172,7 +172,7 @@ def test_images_are_pinned_and_state_is_in_named_volumes() -> None:
         assert "container_name" not in service, f"{name} sets container_name"
         for volume in service.get("volumes", []):
             assert volume["type"] == "volume", f"{name} keeps state outside a named volume: {volume}"
-    assert set(config["volumes"]) == {"minio-data", "mlflow-db", "postgres-data", "mnist"}
+    assert set(config["volumes"]) == {"minio-data", "mlflow-db", "postgres-data", "mnist", "prometheus-data"}
 
 
 def test_mlflow_accepts_its_service_name_and_localhost_as_host() -> None:
@@ -231,3 +231,42 @@ def test_only_mlflow_and_training_build_and_the_others_share_their_images() -> N
     assert config["create-bucket"]["image"] == config["mlflow"]["image"]
     for name in ("serving", "serving-staging", "predict"):
         assert config[name]["image"] == config["training"]["image"], name
+
+
+def test_the_monitoring_profile_adds_prometheus_and_grafana_wired_to_each_other() -> None:
+    default = compose("config", "--services")
+    assert default.returncode == 0, default.stderr
+    assert not {"prometheus", "grafana"} & set(default.stdout.split()), "monitoring runs without its profile"
+    config = full_config()
+    services, configs = config["services"], config["configs"]
+
+    def mounted(service: str) -> dict[str, Path]:
+        """Each configuration file a service reads, by its path in the container (compose mounts them read-only)."""
+        files = {entry["target"]: Path(configs[entry["source"]]["file"]) for entry in services[service]["configs"]}
+        for path in files.values():
+            assert path.is_file() and ROOT in path.parents, path
+        return files
+
+    prometheus = mounted("prometheus")
+    assert prometheus["/etc/prometheus/prometheus.yml"] == ROOT / "services/prometheus/prometheus.compose.yml"
+    # The rendered configuration names its rule file relative to itself.
+    assert prometheus["/etc/prometheus/rules.yml"] == ROOT / "services/prometheus/rules.yml"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    (port,) = services["prometheus"]["ports"]
+
+    grafana = mounted("grafana")
+    (datasource,) = yaml.safe_load(grafana["/etc/grafana/provisioning/datasources/prometheus.yml"].read_text())[
+        "datasources"
+    ]
+    assert datasource["url"] == f"http://prometheus:{port['target']}"
+    (provider,) = yaml.safe_load(grafana["/etc/grafana/provisioning/dashboards/sandbox.yml"].read_text())["providers"]
+    dashboards = [target for target in grafana if target.endswith(".json")]
+    assert dashboards and all(Path(target).parent == Path(provider["options"]["path"]) for target in dashboards)
+    home = services["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home in dashboards
+    assert services["grafana"]["depends_on"] == {"prometheus": {"condition": "service_healthy", "required": True}}
+    # A viewer that nobody signs in to holds no password.
+    environment = services["grafana"]["environment"]
+    assert environment["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert environment["GF_AUTH_DISABLE_LOGIN_FORM"] == "true" and environment["GF_AUTH_BASIC_ENABLED"] == "false"
+    assert not [name for name in environment if re.search(r"PASSWORD|SECRET|TOKEN|KEY", name)]

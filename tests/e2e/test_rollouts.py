@@ -2,14 +2,16 @@
 over REST and gRPC through the router (Envoy), judged on Prometheus, recorded in MLflow.
 
 One sandbox (`python -m infra.local.stack up`, on free ports) serves every test of the module, in order:
-a good candidate is promoted with no failed request; a schema-breaking, a less accurate and a slower one
-are each aborted for their own reason with production unchanged; a less accurate one run as a shadow is found
-worse on mirrored traffic while clients are answered by production alone; a rollout stopped with Ctrl+C (or SIGTERM)
+a good candidate is promoted with no failed request, and every panel of the Grafana dashboard has data for
+both versions of that rollout; a schema-breaking, a less accurate and a slower one are each aborted for their
+own reason with production unchanged; a less accurate one run as a shadow is found worse on mirrored traffic
+while clients are answered by production alone; a rollout stopped with Ctrl+C (or SIGTERM)
 leaves all traffic on production, and a second one cannot start while the first runs.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -33,6 +35,7 @@ pytestmark = pytest.mark.e2e
 
 MODEL = "pytorch_simplenn_mnist"
 INTERVAL = "10s"
+DASHBOARD = PROJECT_ROOT / "services" / "grafana" / "dashboards" / "rollouts.json"
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,48 @@ def test_a_good_candidate_is_promoted_with_no_failed_request(sandbox: Sandbox) -
     assert {"production", "candidate"} <= set(shares), shares
     accuracy = prometheus.vector("version:sandbox_traffic_accuracy:ratio_rate1m", by="model_version")
     assert candidate in accuracy and accuracy[candidate] > 0.8, accuracy
+
+
+def test_every_dashboard_panel_has_data_for_both_versions_of_the_good_rollout(sandbox: Sandbox) -> None:
+    # Grafana cannot run here, so its dashboard's queries go to the sandbox's Prometheus as Grafana sends them
+    # (range queries, every 2 s, the scrape interval), over the window of the rollout the test above ran.
+    candidate = sandbox.production()
+    run = last_rollout_run(sandbox, candidate)
+    assert run["sandbox.rollout.outcome"] == "promoted", "runs after the good rollout of the test above"
+    production = run["sandbox.rollout.production_version"]
+    info = sandbox.client.get_run(run["run_id"]).info
+    assert info.end_time is not None, "the rollout's run has not ended"
+    start, end = info.start_time / 1000, info.end_time / 1000
+    prometheus = PrometheusQuery(sandbox.url("SANDBOX_PROMETHEUS_PORT"))
+    # What each panel tells apart, as its legend names it: both versions, both backends, the router's four
+    # clusters (the rehearsal sends REST and gRPC).
+    expected = {
+        "model_version": {production, candidate},
+        "backend": {"production", "candidate"},
+        "envoy_cluster_name": {"production_rest", "candidate_rest", "production_grpc", "candidate_grpc"},
+    }
+    missing = []
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    for panel in panels:
+        for target in panel["targets"]:
+            (key,) = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target["legendFormat"])) & set(expected)
+            series = prometheus.range(target["expr"], by=key, start=start, end=end, step=2)
+            shown = {name: [value for _, value in samples] for name, samples in series.items() if samples}
+            # The controller's gauge exists for the candidate only, and went up to 100 %.
+            if "sandbox_rollout_candidate_weight_percent" in target["expr"]:
+                if max(shown.get(candidate, [0])) != 100:
+                    missing.append(f"{panel['title']}: candidate v{candidate} never at 100 %: {shown}")
+                continue
+            if not expected[key] <= set(shown):
+                missing.append(
+                    f"{panel['title']} [{target['expr']}]: data for {sorted(shown)}, not for all of "
+                    f"{sorted(expected[key])}"
+                )
+            # The rollout failed no request: its error panels show 0, not "No data".
+            if "error" in target["expr"] or "5xx" in target["expr"]:
+                if any(value != 0 for values in shown.values() for value in values):
+                    missing.append(f"{panel['title']}: errors in a rollout that failed no request: {shown}")
+    assert not missing, "\n".join(missing)
 
 
 @pytest.mark.parametrize(

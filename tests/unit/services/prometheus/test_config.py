@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from services.prometheus.config import RULES, render
+from services.prometheus.config import COMPOSE_CONFIG, RULES, render, render_compose
 from services.prometheus.settings import PrometheusSettings
 
 
@@ -49,6 +49,21 @@ def test_the_recording_rules_give_share_errors_latency_and_accuracy_per_version(
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "../../../../services/prometheus/rules.yml" in (here / "rules_test.yml").read_text()
     assert (here / "../../../../services/prometheus/rules.yml").resolve() == RULES
+
+
+def test_composes_configuration_is_the_current_rendering_and_one_prometheus_accepts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The compose rendering ignores this process's variables: the committed file cannot depend on a shell.
+    monkeypatch.setenv("SANDBOX_PROMETHEUS_SCRAPE_SECONDS", "30")
+    assert COMPOSE_CONFIG.read_text() == render_compose(), "run python -m services.prometheus.config and commit"
+    # promtool resolves the rule file from the configuration's folder, as Prometheus does in the container.
+    checked = promtool("check", "config", str(COMPOSE_CONFIG))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = yaml.safe_load(COMPOSE_CONFIG.read_text())
+    assert config["rule_files"] == [RULES.name]
+    (job,) = config["scrape_configs"]
+    assert job["dns_sd_configs"][0]["names"] == ["serving", "serving-staging"]
 
 
 def test_targets_come_from_the_environment_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
