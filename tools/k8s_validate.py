@@ -69,12 +69,30 @@ class Result:
         return f"  {self.api_version}/{self.kind} {self.name}: {verdict} ({self.schema})"
 
 
+@functools.cache
+def kubectl() -> str:
+    """The path of a kubectl whose kustomize is v5 or later; ManifestError naming what to install otherwise.
+
+    The kustomizations use `labels`, `envs` and `patches`, which kustomize v5 (kubectl 1.27 and later) reads
+    and v2 (Debian bookworm's kubernetes-client, kubectl 1.20) does not.
+    """
+    path = shutil.which("kubectl")
+    if path is None:
+        raise ManifestError("kubectl is not installed: apt-get install kubernetes-client (1.27 or later)")
+    shown = subprocess.run([path, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=60)
+    found = re.search(r'"kustomizeVersion":\s*"v(\d+)', shown.stdout)
+    if found is None or int(found.group(1)) < 5:
+        version = re.search(r'"gitVersion":\s*"([^"]+)', shown.stdout)
+        raise ManifestError(
+            f"{path} ({version.group(1) if version else 'version unknown'}) does not embed kustomize v5 or later: "
+            "kubectl 1.27 or later is needed"
+        )
+    return path
+
+
 def kustomize(overlay: Path) -> str:
     """`kubectl kustomize` of `overlay` (a folder under infra/k8s/overlays) from a copy of infra/k8s in which
     every missing `*.env` is its `*.env.example`; ManifestError with kubectl's message when it fails."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        raise ManifestError("kubectl is not installed (Debian: apt-get install kubernetes-client)")
     with tempfile.TemporaryDirectory(prefix="sandbox-k8s-") as tmp:
         tree = Path(tmp) / "k8s"
         shutil.copytree(K8S_DIR, tree, ignore=shutil.ignore_patterns("crds"))
@@ -83,7 +101,7 @@ def kustomize(overlay: Path) -> str:
             if not target.exists():
                 shutil.copyfile(example, target)
         built = subprocess.run(
-            [kubectl, "kustomize", str(tree / overlay.relative_to(K8S_DIR))],
+            [kubectl(), "kustomize", str(tree / overlay.relative_to(K8S_DIR))],
             capture_output=True,
             text=True,
             timeout=120,
