@@ -17,7 +17,8 @@ The template is the InferenceService of infra/k8s/base/serving.yaml, or the one 
 object carries the version in labels (on the InferenceService and, through spec.predictor.labels, on its
 pods) and its run in annotations, so `kubectl get pods -l mlops-sandbox/model-version=3` finds the pods and
 their run id leads back to the MLflow run. With --canary, the predictor is the canary version and
-canaryTrafficPercent sends it that share; KServe keeps the rest on the last ready revision, which must be
+canaryTrafficPercent sends it that share; KServe (Knative mode) keeps the rest on the last revision that
+rolled out, which must be
 the version the reference names (apply its render first).
 """
 
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False))
     if canary is not None:
         print(
-            f"canary: version {canary.version} takes {args.percent} % of the traffic, the last ready revision "
+            f"canary: version {canary.version} takes {args.percent} % of the traffic, the last rolled-out revision "
             f"(version {served.version}, {served.ref}) the rest",
             file=sys.stderr,
         )
