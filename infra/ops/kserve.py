@@ -18,8 +18,7 @@ object carries the version in labels (on the InferenceService and, through spec.
 pods) and its run in annotations, so `kubectl get pods -l mlops-sandbox/model-version=3` finds the pods and
 their run id leads back to the MLflow run. With --canary, the predictor is the canary version and
 canaryTrafficPercent sends it that share; KServe (Knative mode) keeps the rest on the last revision that
-rolled out, which must be
-the version the reference names (apply its render first).
+rolled out, which must be the version the reference names (apply its render first).
 """
 
 from __future__ import annotations

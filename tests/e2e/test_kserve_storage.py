@@ -63,6 +63,7 @@ def download_prefix(stack: Stack, storage_uri: str, target: Path) -> list[str]:
 def test_rendered_storage_uri_serves_with_kserves_mlflow_runtime(stack: Stack, tmp_path: Path) -> None:
     rendered = run_module("infra.ops.kserve", "@production", env=stack.client_env())
     assert rendered.returncode == 0, rendered.stderr
+    print(rendered.stdout)  # shown with -s, and with the failure's report
     isvc = yaml.safe_load(rendered.stdout)
     predictor = isvc["spec"]["predictor"]
     storage_uri = predictor["model"]["storageUri"]
@@ -84,7 +85,9 @@ def test_rendered_storage_uri_serves_with_kserves_mlflow_runtime(stack: Stack, t
     assert built["spec"]["predictor"]["model"]["storageUri"] == storage_uri
     assert built["spec"]["predictor"]["labels"]["mlops-sandbox/model-version"] == stack.version
     crds = crd_validators()
-    assert [r.line() for r in (validate_object(o, "render", crds) for o in objects) if r.errors] == []
+    results = [validate_object(o, "render", crds) for o in objects]
+    print("\n".join(r.line() for r in results))
+    assert [r.line() for r in results if r.errors] == []
 
     models = tmp_path / "models"
     keys = download_prefix(stack, storage_uri, models)
