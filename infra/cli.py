@@ -6,6 +6,7 @@
     sandbox predict [--serving-url http://127.0.0.1:8080]
     sandbox rehearse                    # the deployment rehearsal, against running endpoints
     sandbox rollout start 7             # a canary through the router, judged on live metrics
+    sandbox kserve @production          # KServe's InferenceService for a registered version (Kubernetes)
 
 Each subcommand runs the project's module for it (`python -m training.train`, `python -m infra.ops.registry`,
 ...) with the remaining arguments, so `sandbox train --help` is the training job's own help, and the
@@ -37,6 +38,11 @@ SUBCOMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "predict": ("infra.ops.predict", (), "accuracy on MNIST test images, in-process or from a V2 endpoint"),
     "rehearse": ("infra.ops.rehearsal", (), "train, stage, gate, promote, verify, roll back, verify"),
     "rollout": ("infra.ops.rollout", (), "start V: canary, shadow or blue-green of a version through the router"),
+    "kserve": (
+        "infra.ops.kserve",
+        (),
+        "KServe's InferenceService for @production or a version (--canary V --percent P)",
+    ),
     "traffic": ("services.traffic.entrypoint", (), "MNIST traffic that knows its labels (SANDBOX_TRAFFIC_TARGET)"),
 }
 
