@@ -18,23 +18,44 @@ import random
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
+import requests
 from mlflow.tracking import MlflowClient
 
-from mlops_sandbox.v2 import InferenceError, V2Client
+from mlops_sandbox.v2 import rest_request_body
 
-IMAGE = np.zeros((1, 1, 28, 28), dtype=np.float32)
+BODY = rest_request_body(np.zeros((1, 1, 28, 28), dtype=np.float32))
 
 
-def seconds_until_served(client: V2Client, version: str, since: float, timeout: float) -> float | None:
-    """Seconds from `since` (time.monotonic) until `client` answers with `version`; None after `timeout`."""
-    while time.monotonic() - since < timeout:
+@dataclass
+class Endpoint:
+    """One V2 REST endpoint, asked with plain requests: the V2 client's gevent transport is bound to one thread."""
+
+    url: str
+    model: str
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def answering_version(self) -> str | None:
+        """The model_version of an inference answer for one image; None when the request fails."""
         try:
-            if client.infer(IMAGE).model_version == version:
-                return time.monotonic() - since
-        except InferenceError:
-            pass  # a refused request counts as "not yet"; the follow tests count failures, this does not
+            response = self.session.post(
+                f"{self.url.rstrip('/')}/v2/models/{self.model}/infer",
+                data=BODY,
+                headers={"Content-Type": "application/json"},
+                timeout=10,
+            )
+        except requests.RequestException:
+            return None
+        return response.json().get("model_version") if response.status_code == 200 else None
+
+
+def seconds_until_served(endpoint: Endpoint, version: str, since: float, timeout: float) -> float | None:
+    """Seconds from `since` (time.monotonic) until `endpoint` answers with `version`; None after `timeout`."""
+    while time.monotonic() - since < timeout:
+        if endpoint.answering_version() == version:
+            return time.monotonic() - since
         time.sleep(0.01)
     return None
 
@@ -44,7 +65,7 @@ def measure(
     model: str,
     alias: str,
     versions: tuple[str, str],
-    endpoints: dict[str, V2Client],
+    endpoints: dict[str, Endpoint],
     *,
     moves: int,
     pause: float,
@@ -87,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         label, sep, url = item.partition("=")
         if not sep:
             parser.error(f"--endpoint takes LABEL=URL, got {item!r}")
-        endpoints[label] = V2Client(url, args.model, timeout=10)
+        endpoints[label] = Endpoint(url, args.model)
     results = measure(
         MlflowClient(args.tracking_uri),
         args.model,
