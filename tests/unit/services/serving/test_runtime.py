@@ -206,7 +206,12 @@ def test_a_reload_freezes_the_new_copy_at_once_and_the_unload_of_the_old_one_col
 ) -> None:
     collections: list[int] = []
     collect = gc.collect
-    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(1) or collect(*args))
+
+    def counted(*args: int) -> int:
+        collections.append(1)
+        return collect(*args)
+
+    monkeypatch.setattr(gc, "collect", counted)
     gc.unfreeze()
     try:
         old = runtime(saved_model)  # the server's first load: one full collection, then everything is frozen
