@@ -127,18 +127,18 @@ def ports_in_use(settings: ServingSettings) -> list[str]:
 
 
 def start_webhooks(settings: ServingSettings, client: MlflowClient, follower: Follower) -> WebhookReceiver | None:
-    """Receive MLflow's alias events on SANDBOX_SERVING_WEBHOOK_ADDRESS and register the webhook in MLflow.
+    """Receive MLflow's alias events on SANDBOX_SERVING_WEBHOOK_ADDRESS, and register the webhook in MLflow.
 
-    Returns the running receiver, or None when there is none: no address, a stage (MLflow sends no event
-    for stage transitions), or MLflow refused the registration. Each case but the first prints one line,
-    and the follower polls every SANDBOX_SERVING_POLL_SECONDS as it does without webhooks.
+    Returns the running receiver, or None without one: no address, or a stage (MLflow sends no event for
+    stage transitions; one line says so). The registration runs in a thread of its own (`register_or_stop`):
+    MLflow's client retries a store that answers 500, as a file store does for webhooks, for about 4 minutes,
+    and serving must not wait for that. Without a receiver, the follower polls as it always did.
     """
     url, secret = settings.webhook_target, settings.webhook_secret
     if not settings.model.follows or url is None or secret is None:
         return None
-    polling = f"polling {settings.model.uri} every {settings.poll_seconds:g} s"
     if not settings.model.ref.startswith("@"):
-        print(f"serving: webhooks off, {polling}: MLflow sends no webhook when a stage changes", flush=True)
+        print(f"serving: webhooks off, {polling(settings)}: MLflow sends no webhook when a stage changes", flush=True)
         return None
     receiver = WebhookReceiver(
         split_host_port(settings.webhook_address or ""),
@@ -147,19 +147,33 @@ def start_webhooks(settings: ServingSettings, client: MlflowClient, follower: Fo
         follower.wake,
         log=lambda line: print(line, flush=True),
     ).start()
+    threading.Thread(
+        target=register_or_stop, args=(settings, client, receiver), name="webhook-registration", daemon=True
+    ).start()
+    return receiver
+
+
+def polling(settings: ServingSettings) -> str:
+    return f"polling {settings.model.uri} every {settings.poll_seconds:g} s"
+
+
+def register_or_stop(settings: ServingSettings, client: MlflowClient, receiver: WebhookReceiver) -> bool:
+    """Register the endpoint's webhook in MLflow and print one line about it; when MLflow refuses, stop the
+    receiver and print why. True when registered."""
+    url, secret = settings.webhook_target or "", settings.webhook_secret
     try:
-        webhook_id = register(client, settings.model, url, secret.get_secret_value())
+        webhook_id = register(client, settings.model, url, secret.get_secret_value() if secret else "")
     except REGISTRATION_ERRORS as err:
         receiver.stop()
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"serving: webhooks off, {polling}: MLflow did not register {url}: {reason}", flush=True)
-        return None
+        print(f"serving: webhooks off, {polling(settings)}: MLflow did not register {url}: {reason}", flush=True)
+        return False
     print(
         f"serving: MLflow posts alias moves of {settings.model.uri} to {url} (webhook {webhook_id}); "
-        f"{polling} as the fallback",
+        f"{polling(settings)} as the fallback",
         flush=True,
     )
-    return receiver
+    return True
 
 
 def main() -> int:

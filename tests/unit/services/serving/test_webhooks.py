@@ -229,6 +229,13 @@ def serving_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> ServingSett
     return ServingSettings()
 
 
+def registration_done() -> None:
+    """Wait for start_webhooks' registration thread."""
+    for thread in threading.enumerate():
+        if thread.name == "webhook-registration":
+            thread.join(timeout=30)
+
+
 class RefusingRegistry(FakeRegistry):
     def list_webhooks(self, max_results: int, page_token: str | None = None) -> PagedList[Webhook]:
         raise MlflowException("Webhooks are not supported by the FileStore backend")
@@ -242,7 +249,8 @@ def test_a_registry_without_webhooks_leaves_one_line_and_polling(
         monkeypatch, SANDBOX_SERVING_WEBHOOK_ADDRESS=f"127.0.0.1:{port}", SANDBOX_SERVING_WEBHOOK_SECRET=SECRET
     )
     follower = entrypoint.Follower(MODEL, lambda: "1", None, None, poll_seconds=2.0)  # type: ignore[arg-type]
-    assert entrypoint.start_webhooks(settings, RefusingRegistry(), follower) is None  # type: ignore[arg-type]
+    assert entrypoint.start_webhooks(settings, RefusingRegistry(), follower) is not None  # type: ignore[arg-type]
+    registration_done()
     assert capsys.readouterr().out.splitlines() == [
         f"serving: webhooks off, polling models:/pytorch_simplenn_mnist@production every 2 s: MLflow did not "
         f"register http://127.0.0.1:{port}/: Webhooks are not supported by the FileStore backend"
@@ -262,6 +270,7 @@ def test_a_registered_webhook_wakes_the_follower_which_polls_at_once(monkeypatch
     follower = entrypoint.Follower(MODEL, lambda: "2", store, server, poll_seconds=600, log=lambda line: None)
     fake = FakeRegistry()
     receiver = entrypoint.start_webhooks(settings, fake, follower)  # type: ignore[arg-type]
+    registration_done()
     assert receiver is not None and [w.url for w in fake.webhooks.values()] == [f"http://127.0.0.1:{port}/"]
     thread = threading.Thread(target=follower.follow, daemon=True)
     thread.start()
