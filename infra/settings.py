@@ -41,6 +41,11 @@ class StackSettings(SandboxSettings):
     """Staging: V2 gRPC."""
     staging_metrics_port: int = Field(8092, ge=1, le=65535, validation_alias="SANDBOX_STAGING_METRICS_PORT")
     """Staging: Prometheus /metrics."""
+    serving_webhook_port: int = Field(8083, ge=1, le=65535, validation_alias="SANDBOX_SERVING_WEBHOOK_PORT")
+    """Production: where it receives MLflow's webhook (alias moves), on 127.0.0.1. The local stack's; in
+    compose the tracking server reaches the receiver inside the compose network, unpublished."""
+    staging_webhook_port: int = Field(8093, ge=1, le=65535, validation_alias="SANDBOX_STAGING_WEBHOOK_PORT")
+    """Staging: where it receives MLflow's webhook (local stack)."""
     router_rest_port: int = Field(8070, ge=1, le=65535, validation_alias="SANDBOX_ROUTER_REST_PORT")
     """The router (Envoy): the one public V2 REST endpoint of rollouts, in front of production and candidate.
     The router, traffic and rollout ports below are the local stack's; compose has none of them yet."""

@@ -21,13 +21,14 @@ import sys
 import time
 from pathlib import Path
 
+from cryptography.fernet import Fernet
 from dotenv import load_dotenv
 from pydantic import ValidationError
 
 from infra.local.processes import PROJECT_ROOT, Processes, StackError
 from infra.local.settings import LocalStackSettings
 from mlops_sandbox.gate import wait_until_served
-from mlops_sandbox.settings import ModelReference
+from mlops_sandbox.settings import PLACEHOLDER, ModelReference
 from mlops_sandbox.v2 import InferenceError
 from mlops_sandbox.waiting import DependencyUnavailable
 
@@ -66,6 +67,22 @@ class Stack:
             path.write_text(json.dumps(keys))
         return json.loads(path.read_text())
 
+    def _webhook_secrets(self) -> dict[str, str]:
+        """The webhook's HMAC secret (serving) and the key MLflow encrypts it with: from the environment (or
+        .env) when set, else generated once and kept (mode 600). The placeholders of .env.example count as
+        unset here: MLflow cannot start on a Fernet key that is not one."""
+        names = ("SANDBOX_SERVING_WEBHOOK_SECRET", "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY")
+        given = {k: os.environ.get(k, "") for k in names}
+        if all(value and not value.startswith(PLACEHOLDER) for value in given.values()):
+            return given
+        path = self.settings.root / "webhook-secrets.json"
+        if not path.exists():
+            keys = {names[0]: secrets.token_hex(32), names[1]: Fernet.generate_key().decode()}
+            path.touch(mode=0o600)
+            path.write_text(json.dumps(keys))
+        kept = json.loads(path.read_text())
+        return {k: v if v and not v.startswith(PLACEHOLDER) else kept[k] for k, v in given.items()}
+
     def env(self, name: str) -> dict[str, str]:
         """The environment of process `name`: yours, plus what ties the services together."""
         s, ports = self.settings, self.settings.stack
@@ -90,6 +107,8 @@ class Stack:
                 env["MLFLOW_BACKEND_STORE_URI"] = f"sqlite:///{s.root / 'mlflow.db'}"
             env["MLFLOW_HOST"] = bind
             env["MLFLOW_PORT"] = str(ports.mlflow_port)
+            key = "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"
+            env[key] = self._webhook_secrets()[key]
             if s.artifact_store == "s3":
                 env.update(self._s3_credentials())
                 env["MLFLOW_S3_ENDPOINT_URL"] = s.url(ports.s3_port)
@@ -103,6 +122,11 @@ class Stack:
             env["MLSERVER_GRPC_PORT"] = str(ports.staging_grpc_port if staging else ports.serving_grpc_port)
             env["MLSERVER_METRICS_PORT"] = str(ports.staging_metrics_port if staging else ports.serving_metrics_port)
             env["SANDBOX_SERVING_DIR"] = str(s.root / "serving" / ("staging" if staging else "production"))
+            # The tracking server runs on this machine: it reaches the webhook receiver on loopback.
+            webhook_port = ports.staging_webhook_port if staging else ports.serving_webhook_port
+            env["SANDBOX_SERVING_WEBHOOK_ADDRESS"] = f"127.0.0.1:{webhook_port}"
+            key = "SANDBOX_SERVING_WEBHOOK_SECRET"
+            env[key] = self._webhook_secrets()[key]
             if staging:
                 env["SANDBOX_MODEL_REF"] = "@staging"
         elif name == "router":

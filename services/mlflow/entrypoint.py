@@ -54,6 +54,12 @@ def server_env(settings: TrackingServerSettings) -> dict[str, str]:
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if settings.s3_endpoint_url:
         env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    # Model-registry webhooks, which serving registers to hear of alias moves (services/serving/webhooks.py).
+    env["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"] = settings.webhook_allowed_schemes
+    env["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] = str(settings.webhook_allow_private_ips).lower()
+    env["MLFLOW_WEBHOOK_CACHE_TTL"] = str(settings.webhook_cache_ttl)
+    if settings.webhook_secret_encryption_key:
+        env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] = settings.webhook_secret_encryption_key.get_secret_value()
     return env
 
 
@@ -93,6 +99,12 @@ def main() -> int:
         )
         return 1
     backend = settings.backend_store_uri.get_secret_value()
+    if settings.webhook_secret_encryption_key is None:
+        print(
+            "mlflow: MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY is unset: webhook secrets are encrypted with a key that "
+            "lasts until this server stops, and webhooks registered now fail after a restart",
+            flush=True,
+        )
     print(
         f"mlflow: {schema}; serving on http://{settings.host}:{settings.port}, backend "
         f"{backend.split('://')[0]} at {database_address(backend)}, "

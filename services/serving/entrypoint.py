@@ -9,7 +9,9 @@ version into SANDBOX_SERVING_DIR and runs
 
 as a supervised process group: V2 REST on MLSERVER_HTTP_PORT, gRPC on MLSERVER_GRPC_PORT, Prometheus
 metrics on MLSERVER_METRICS_PORT. When SANDBOX_MODEL_REF is an alias or a stage, a follower
-(services/serving/follower.py) keeps the served version equal to the one it points at, in place.
+(services/serving/follower.py) keeps the served version equal to the one it points at, in place. With
+SANDBOX_SERVING_WEBHOOK_ADDRESS, it also registers MLflow's model-registry webhook for alias moves and
+looks at the registry as soon as one arrives (services/serving/webhooks.py); polling stays the fallback.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from pydantic import ValidationError
 
 from mlops_sandbox.processes import run_supervised
 from mlops_sandbox.registry import RegistryError
+from mlops_sandbox.settings import split_host_port
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, wait_for
 from services.serving.follower import Follower, ModelServer
 from services.serving.model_store import ModelStore
 from services.serving.settings import ServingSettings
+from services.serving.webhooks import REGISTRATION_ERRORS, Verifier, WebhookReceiver, register
 
 
 def wait_for_version(client: MlflowClient, settings: ServingSettings) -> str:
@@ -104,19 +108,72 @@ def ports_in_use(settings: ServingSettings) -> list[str]:
     clients. The probe binds without SO_REUSEPORT, which fails on a port that any listener holds.
     """
     busy = []
-    for name, port in (
-        ("MLSERVER_HTTP_PORT", settings.http_port),
-        ("MLSERVER_GRPC_PORT", settings.grpc_port),
-        ("MLSERVER_METRICS_PORT", settings.metrics_port),
-    ):
-        with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as probe:
+    listeners = [
+        ("MLSERVER_HTTP_PORT", settings.host, settings.http_port),
+        ("MLSERVER_GRPC_PORT", settings.host, settings.grpc_port),
+        ("MLSERVER_METRICS_PORT", settings.host, settings.metrics_port),
+    ]
+    if settings.webhook_address:
+        listeners.append(("SANDBOX_SERVING_WEBHOOK_ADDRESS", *split_host_port(settings.webhook_address)))
+    for name, host, port in listeners:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             # SO_REUSEADDR: a port left in TIME_WAIT by a server that just stopped is free to use.
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind((settings.host, port))
+                probe.bind((host, port))
             except OSError:
-                busy.append(f"{name}={port}")
+                busy.append(f"{name}={port} ({host})")
     return busy
+
+
+def start_webhooks(settings: ServingSettings, client: MlflowClient, follower: Follower) -> WebhookReceiver | None:
+    """Receive MLflow's alias events on SANDBOX_SERVING_WEBHOOK_ADDRESS, and register the webhook in MLflow.
+
+    Returns the running receiver, or None without one: no address, or a stage (MLflow sends no event for
+    stage transitions; one line says so). The registration runs in a thread of its own (`register_or_stop`):
+    MLflow's client retries a store that answers 500, as a file store does for webhooks, for about 4 minutes,
+    and serving must not wait for that. Without a receiver, the follower polls as it always did.
+    """
+    url, secret = settings.webhook_target, settings.webhook_secret
+    if not settings.model.follows or url is None or secret is None:
+        return None
+    if not settings.model.ref.startswith("@"):
+        print(f"serving: webhooks off, {polling(settings)}: MLflow sends no webhook when a stage changes", flush=True)
+        return None
+    receiver = WebhookReceiver(
+        split_host_port(settings.webhook_address or ""),
+        Verifier(secret.get_secret_value()),
+        settings.model,
+        follower.wake,
+        log=lambda line: print(line, flush=True),
+    ).start()
+    threading.Thread(
+        target=register_or_stop, args=(settings, client, receiver), name="webhook-registration", daemon=True
+    ).start()
+    return receiver
+
+
+def polling(settings: ServingSettings) -> str:
+    return f"polling {settings.model.uri} every {settings.poll_seconds:g} s"
+
+
+def register_or_stop(settings: ServingSettings, client: MlflowClient, receiver: WebhookReceiver) -> bool:
+    """Register the endpoint's webhook in MLflow and print one line about it; when MLflow refuses, stop the
+    receiver and print why. True when registered."""
+    url, secret = settings.webhook_target or "", settings.webhook_secret
+    try:
+        webhook_id = register(client, settings.model, url, secret.get_secret_value() if secret else "")
+    except REGISTRATION_ERRORS as err:
+        receiver.stop()
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"serving: webhooks off, {polling(settings)}: MLflow did not register {url}: {reason}", flush=True)
+        return False
+    print(
+        f"serving: MLflow posts alias moves of {settings.model.uri} to {url} (webhook {webhook_id}); "
+        f"{polling(settings)} as the fallback",
+        flush=True,
+    )
+    return True
 
 
 def main() -> int:
@@ -127,7 +184,7 @@ def main() -> int:
         settings = ServingSettings()
         if busy := ports_in_use(settings):
             print(
-                f"error: another program listens on {', '.join(busy)} ({settings.host}): stop it or choose other ports",
+                f"error: another program listens on {', '.join(busy)}: stop it or choose other ports",
                 file=sys.stderr,
             )
             return 1
@@ -168,6 +225,7 @@ def main() -> int:
             ModelServer(settings.url, settings.model.name),
             poll_seconds=settings.poll_seconds,
         )
+        receiver = start_webhooks(settings, client, follower)
         if settings.model.follows:
             threading.Thread(
                 target=follower.run,
@@ -181,7 +239,9 @@ def main() -> int:
             grace=settings.shutdown_grace_seconds,
             name="serving",
         )
-        follower.stopped.set()
+        follower.stop()
+        if receiver:
+            receiver.stop()
         return code
     finally:
         if settings.serving_dir is None:

@@ -1,9 +1,10 @@
 """The alias follower: keeps the version MLServer serves equal to the one a registry alias or stage points at.
 
-It polls the registry every `poll_seconds`. When the reference moves, it downloads the new version, repoints
-the model store's `current` link and asks MLServer to load the model again in place (MLServer loads the
-new copy before it releases the old one: no restart, no failed request). A failed switch is reported and
-leaves the old version serving; the next poll tries again.
+It polls the registry every `poll_seconds`, and at once when woken (`wake`: the registry's webhook said
+that the alias moved; see services/serving/webhooks.py). When the reference moves, it downloads the new
+version, repoints the model store's `current` link and asks MLServer to load the model again in place
+(MLServer loads the new copy before it releases the old one: no restart, no failed request). A failed switch
+is reported and leaves the old version serving; the next poll tries again.
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ class Follower:
     """Follows `model` (an alias or a stage) from the registry into the store and the server.
 
     `resolve` returns the version the reference points at now (the registry); `wait(seconds)` sleeps and
-    returns True once the follower is to stop (the clock). Both are injected so that the follow loop can be
-    run against a fake registry and a fake clock.
+    returns True once the follower is to stop (the clock; by default, `poll_seconds` or until `wake`). Both
+    are injected so that the follow loop can be run against a fake registry and a fake clock.
     """
 
     def __init__(
@@ -91,8 +92,28 @@ class Follower:
         self.server = server
         self.poll_seconds = poll_seconds
         self.stopped = threading.Event()
-        self.wait = wait or self.stopped.wait
+        self.woken = threading.Event()
+        self.woken_by_event = False
+        self.wait = wait or self.sleep
         self.log = log
+
+    def wake(self) -> None:
+        """Look at the registry now instead of at the next poll (called from the webhook receiver's thread)."""
+        self.woken.set()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.woken.set()
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait `seconds`, or less when woken; True once the follower is to stop.
+
+        The flag is cleared before the registry is read, so an event that arrives during a poll wakes the
+        next one: a move is never left waiting for the poll after.
+        """
+        self.woken_by_event = self.woken.wait(seconds)
+        self.woken.clear()
+        return self.stopped.is_set()
 
     def switch(self, version: str) -> float:
         """Serve `version`: download it, repoint `current`, reload in place. Returns the seconds it took.
@@ -124,14 +145,15 @@ class Follower:
         except FOLLOW_ERRORS as err:
             self.log(f"serving: could not follow {self.model.uri}, still serving {self.store.current_version()}: {err}")
             return None
+        seen = " (woken by the registry's webhook)" if self.woken_by_event else ""
         self.log(
-            f"serving: {self.model.uri} moved to version {target}; now serving it "
+            f"serving: {self.model.uri} moved to version {target}{seen}; now serving it "
             f"(was {current}, switched in {took:.2f} s)"
         )
         return target
 
     def follow(self) -> None:
-        """Poll every `poll_seconds` until stopped."""
+        """Poll every `poll_seconds`, and whenever woken, until stopped."""
         while not self.wait(self.poll_seconds):
             self.poll()
 

@@ -14,7 +14,9 @@ Two per-request costs are cut here, each switchable in the model settings' `para
   collection walked them all and stalled the event loop for about 140 ms, which set the p99 latency under
   load (adaptive batching, 16 clients: p99 147 ms -> 10 ms, measured side by side). Frozen objects are
   still freed by reference counting; on unload everything is unfrozen and collected, so cycles left by
-  an old version are reclaimed.
+  an old version are reclaimed. A reload in place only freezes the new copy: the full collection there
+  took about 0.4 s of a 0.45 s reload and kept the new version from answering that long; MLServer
+  unloads the old copy (and so collects) only once the new one serves.
 """
 
 from __future__ import annotations
@@ -145,7 +147,10 @@ class RegistryModelRuntime(MLflowRuntime):
         self.served = SERVED_REQUESTS.labels(self.name, version)
         self.refused = FAILED_REQUESTS.labels(self.name, version, "client")
         self.failed = FAILED_REQUESTS.labels(self.name, version, "server")
-        self._refreeze()
+        if gc.get_freeze_count() == 0:
+            self._refreeze()  # the server's first load: collect what start-up left behind, then freeze
+        elif self.extra.get("gc_freeze", True):
+            gc.freeze()  # a reload: the new copy joins the frozen heap; unload collects the old one
         return loaded
 
     async def unload(self) -> bool:

@@ -7,9 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from mlops_sandbox.settings import PER_PROCESS, ModelReference, SandboxSettings, TrackingClientSettings, composed
+from mlops_sandbox.settings import (
+    IN_ENV_EXAMPLE,
+    PER_PROCESS,
+    PLACEHOLDER,
+    ModelReference,
+    SandboxSettings,
+    TrackingClientSettings,
+    composed,
+    split_host_port,
+)
 
 
 class ServingSettings(SandboxSettings):
@@ -19,7 +28,26 @@ class ServingSettings(SandboxSettings):
     model: ModelReference = composed(ModelReference, "SANDBOX_SERVING_MODEL")
     """What it serves: SANDBOX_MODEL_NAME and SANDBOX_MODEL_REF (@production; @staging for staging)."""
     poll_seconds: float = Field(2.0, gt=0, le=60, validation_alias="SANDBOX_SERVING_POLL_SECONDS")
-    """How often a followed alias or stage is checked in the registry (seconds)."""
+    """How often a followed alias or stage is checked in the registry (seconds). With the registry's webhook
+    (SANDBOX_SERVING_WEBHOOK_ADDRESS), an alias move is seen at once, and this is the fallback for a missed
+    delivery."""
+    webhook_address: str | None = Field(
+        None, validation_alias="SANDBOX_SERVING_WEBHOOK_ADDRESS", json_schema_extra=PER_PROCESS
+    )
+    """host:port on which serving receives MLflow's model-registry webhook (alias moves), registered in MLflow
+    at start. Unset: no webhook, the alias is polled only. Needs a SQL backend store (MLflow has no webhooks
+    on a file store) and SANDBOX_SERVING_WEBHOOK_SECRET."""
+    webhook_url: str | None = Field(None, validation_alias="SANDBOX_SERVING_WEBHOOK_URL", json_schema_extra=PER_PROCESS)
+    """The URL at which the tracking server reaches that receiver (compose: http://serving:8083/). Unset:
+    http://HOST:PORT/ of SANDBOX_SERVING_WEBHOOK_ADDRESS (loopback when it binds every address)."""
+    webhook_secret: SecretStr | None = Field(
+        None,
+        validation_alias="SANDBOX_SERVING_WEBHOOK_SECRET",
+        examples=[f"{PLACEHOLDER}-webhook-secret"],
+        json_schema_extra=IN_ENV_EXAMPLE,
+    )
+    """The HMAC secret that MLflow signs each webhook delivery with, and serving checks (any string; 32 random
+    bytes in hex is plenty). Serving registers it with its webhook; a delivery signed otherwise gets a 401."""
     serving_dir: Path | None = Field(None, validation_alias="SANDBOX_SERVING_DIR", json_schema_extra=PER_PROCESS)
     """Where served versions are downloaded; unset: a temporary folder, removed at exit."""
     host: str = Field("127.0.0.1", validation_alias="MLSERVER_HOST", json_schema_extra=PER_PROCESS)
@@ -72,11 +100,29 @@ class ServingSettings(SandboxSettings):
             raise ValueError(f"must be local, virtualenv, uv or conda, got {value!r}")
         return value
 
+    @field_validator("webhook_address")
+    @classmethod
+    def _check_webhook_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_host_port(value)  # raises ValueError naming the value
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_a_secret(self) -> ServingSettings:
+        if self.webhook_address and not self.webhook_secret:
+            raise ValueError("SANDBOX_SERVING_WEBHOOK_ADDRESS is set: set SANDBOX_SERVING_WEBHOOK_SECRET too")
+        return self
+
     @model_validator(mode="after")
     def _distinct_ports(self) -> ServingSettings:
-        ports = (self.http_port, self.grpc_port, self.metrics_port)
+        ports = [self.http_port, self.grpc_port, self.metrics_port]
+        if self.webhook_address:
+            ports.append(split_host_port(self.webhook_address)[1])
         if len(set(ports)) != len(ports):
-            raise ValueError(f"MLSERVER_HTTP_PORT, MLSERVER_GRPC_PORT and MLSERVER_METRICS_PORT must differ: {ports}")
+            raise ValueError(
+                "MLSERVER_HTTP_PORT, MLSERVER_GRPC_PORT, MLSERVER_METRICS_PORT and the port of "
+                f"SANDBOX_SERVING_WEBHOOK_ADDRESS must differ: {ports}"
+            )
         return self
 
     @property
@@ -100,6 +146,17 @@ class ServingSettings(SandboxSettings):
         if self.max_batch_size <= 1:
             return {}
         return {"max_batch_size": self.max_batch_size, "max_batch_time": self.max_batch_time}
+
+    @property
+    def webhook_target(self) -> str | None:
+        """The URL that MLflow posts webhook deliveries to; None without a webhook address."""
+        if self.webhook_address is None:
+            return None
+        if self.webhook_url:
+            return self.webhook_url
+        host, port = split_host_port(self.webhook_address)
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
     @property
     def url(self) -> str:

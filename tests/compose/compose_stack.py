@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+from cryptography.fernet import Fernet
 from mlflow.tracking import MlflowClient
 
 from mlops_sandbox.v2 import V2Client
@@ -76,6 +77,8 @@ class ComposeStack:
             "AWS_ACCESS_KEY_ID": f"smoke{secrets.token_hex(4)}",
             "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
             "POSTGRES_PASSWORD": password,
+            "SANDBOX_SERVING_WEBHOOK_SECRET": secrets.token_hex(16),
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
             "SANDBOX_SMOKE_MNIST_DIR": str(self.mnist_dir),
             # A quick model: 5000 images, one epoch (about 90 % test accuracy).
             "SANDBOX_TRAIN_LIMIT": "5000",

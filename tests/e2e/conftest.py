@@ -1,5 +1,6 @@
 """One real stack for the end-to-end tests: rclone S3, the MLflow server, a trained and promoted model,
-and MLServer, each on free loopback ports, started through the project's own entrypoints."""
+and MLServer, each on free loopback ports, started through the project's own entrypoints. Serving follows
+@production through MLflow's webhook, with polling slowed to once a minute."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class Stack:
     serving_url: str
     grpc_port: int
     metrics_url: str
+    poll_seconds: float
+    serving_log: Path
 
     def client_env(self, **overrides: str) -> dict[str, str]:
         """What a user's client has: the tracking URI, and no S3 credentials at all."""
@@ -91,11 +94,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
             serving_url=f"http://127.0.0.1:{http_port}",
             grpc_port=grpc_port,
             metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+            # The longest poll interval there is: alias moves reach this endpoint through MLflow's webhook.
+            poll_seconds=60.0,
+            serving_log=root / "serving.log",
         )
         serving_env = stack.serving_env(
             MLSERVER_HTTP_PORT=str(http_port),
             MLSERVER_GRPC_PORT=str(grpc_port),
             MLSERVER_METRICS_PORT=str(metrics_port),
+            SANDBOX_SERVING_POLL_SECONDS=str(stack.poll_seconds),
+            SANDBOX_SERVING_WEBHOOK_ADDRESS=f"127.0.0.1:{free_port()}",
+            SANDBOX_SERVING_WEBHOOK_SECRET=secrets.token_hex(16),
         )
         ready = f"{stack.serving_url}/v2/models/{MODEL}/ready"
         running.enter_context(server("serving", "services.serving.entrypoint", serving_env, root, ready, timeout=180))

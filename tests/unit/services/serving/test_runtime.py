@@ -7,6 +7,7 @@ loaded by the real MLServer runtime class; no server is started.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from pathlib import Path
 
@@ -222,3 +223,27 @@ def test_settings_reach_mlserver_files(tmp_path: Path, monkeypatch: pytest.Monke
     }
     monkeypatch.setenv("MLSERVER_MODEL_MAX_BATCH_SIZE", "1")
     assert ServingSettings().model_settings == {}, "a batch of one request is no batching"
+
+
+def test_a_reload_freezes_the_new_copy_at_once_and_the_unload_of_the_old_one_collects(
+    saved_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collections: list[int] = []
+    collect = gc.collect
+
+    def counted(*args: int) -> int:
+        collections.append(1)
+        return collect(*args)
+
+    monkeypatch.setattr(gc, "collect", counted)
+    gc.unfreeze()
+    try:
+        old = runtime(saved_model)  # the server's first load: one full collection, then everything is frozen
+        assert len(collections) == 1 and gc.get_freeze_count() > 0
+        frozen = gc.get_freeze_count()
+        runtime(saved_model)  # a reload in place: the new copy is frozen without a full collection
+        assert len(collections) == 1 and gc.get_freeze_count() > frozen
+        asyncio.run(old.unload())  # the old copy goes: its cycles are collected
+        assert len(collections) == 2
+    finally:
+        gc.unfreeze()
