@@ -121,14 +121,15 @@ def test_ten_switches_under_load_fail_no_request(stack: Stack, second_version: s
 
 def test_an_alias_move_reaches_serving_through_the_registry_webhook(stack: Stack, second_version: str) -> None:
     client = MlflowClient(stack.tracking_uri)
-    current = registry.resolve_version(client, MODEL, "@production")
-    target = stack.version if current == second_version else second_version
-    logged = len(stack.serving_log.read_bytes())
-    registry.promote(client, MODEL, target, "production")
-    # Served within half a poll interval, and the follower says the webhook woke it: polling did not.
-    wait_until_served(stack.serving_url, MODEL, target, timeout=stack.poll_seconds / 2)
-    since = stack.serving_log.read_bytes()[logged:].decode()
-    assert f"moved to version {target} (woken by the registry's webhook)" in since, since
+    assert registry.resolve_version(client, MODEL, "@production") == stack.version
+    # There and back: the session's later tests (test_sandbox, test_kserve_storage) expect the fixture's version.
+    for target in (second_version, stack.version):
+        logged = len(stack.serving_log.read_bytes())
+        registry.promote(client, MODEL, target, "production")
+        # Served within half a poll interval, and the follower says the webhook woke it: polling did not.
+        wait_until_served(stack.serving_url, MODEL, target, timeout=stack.poll_seconds / 2)
+        since = stack.serving_log.read_bytes()[logged:].decode()
+        assert f"moved to version {target} (woken by the registry's webhook)" in since, since
 
 
 def test_served_version_is_visible_in_response_metadata_and_metrics(stack: Stack, mnist_root: Path) -> None:
