@@ -16,6 +16,7 @@ from mlops_sandbox import registry
 from mlops_sandbox.gate import served_version, wait_until_served
 from mlops_sandbox.mnist import load_test_set
 from mlops_sandbox.v2 import rest_request_body
+from mlops_sandbox.waiting import NotReadyYet, wait_for
 from tests.e2e.conftest import MODEL, Stack
 from tests.support import run_module
 
@@ -126,10 +127,16 @@ def test_an_alias_move_reaches_serving_through_the_registry_webhook(stack: Stack
     for target in (second_version, stack.version):
         logged = len(stack.serving_log.read_bytes())
         registry.promote(client, MODEL, target, "production")
-        # Served within half a poll interval, and the follower says the webhook woke it: polling did not.
+        # Served within half a poll interval, and the follower says the webhook woke it: polling did not. It
+        # says so once MLServer's reload call returns, which may be just after the new version first answers.
         wait_until_served(stack.serving_url, MODEL, target, timeout=stack.poll_seconds / 2)
-        since = stack.serving_log.read_bytes()[logged:].decode()
-        assert f"moved to version {target} (woken by the registry's webhook)" in since, since
+        line = f"moved to version {target} (woken by the registry's webhook)"
+
+        def logged_line(start: int = logged, line: str = line) -> None:
+            if line not in stack.serving_log.read_bytes()[start:].decode(errors="replace"):
+                raise NotReadyYet(f"no '{line}' in the serving log yet")
+
+        wait_for(logged_line, service="the follower's log line", address=str(stack.serving_log), timeout=10)
 
 
 def test_served_version_is_visible_in_response_metadata_and_metrics(stack: Stack, mnist_root: Path) -> None:
