@@ -198,7 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rehearsal '{args.scenario}': making the candidate", flush=True)
     candidate = candidates.make(CANDIDATE_KIND.get(args.scenario, args.scenario), client, name)
     print(f"candidate: {name} version {candidate}", flush=True)
-    plan = Plan(name, candidate, args.steps, args.interval, Thresholds(max_p99_ratio=args.max_p99_ratio))
+    # The slower candidate's 37 M parameters get one short epoch: its online accuracy came out 0.76 against
+    # production's 0.90 in one CI run, which aborted it at 10 %, before p99 had the answers to be judged. The
+    # scenario rehearses the latency rule, so it alone lets accuracy pass.
+    limits = Thresholds(
+        max_p99_ratio=args.max_p99_ratio,
+        max_accuracy_drop=1.0 if args.scenario == "slower" else Thresholds().max_accuracy_drop,
+    )
+    plan = Plan(name, candidate, args.steps, args.interval, limits)
     at = rollout_endpoints(settings, endpoints)
     budget = len(plan.steps) * plan.interval + 300  # the generators outlive any rollout; stopped at its end
     with tempfile.TemporaryDirectory() as tmp:
