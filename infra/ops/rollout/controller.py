@@ -42,6 +42,19 @@ EXPERIMENT = "rollouts"
 NO_TRAFFIC = BackendStats(requests=0.0)
 
 
+def compared(candidate: BackendStats, production: BackendStats) -> dict[str, float | None]:
+    """The figures a rollout records of both versions: the candidate's requests, error rate, p99 (seconds) and
+    accuracy, production's p99 and accuracy (None where nothing was measured)."""
+    return {
+        "candidate_requests": candidate.requests,
+        "candidate_error_rate": candidate.error_rate,
+        "candidate_p99_seconds": candidate.p99_seconds,
+        "candidate_accuracy": candidate.accuracy,
+        "production_p99_seconds": production.p99_seconds,
+        "production_accuracy": production.accuracy,
+    }
+
+
 class RolloutError(RuntimeError):
     """A rollout that cannot start (another one runs, the candidate does not exist, is already production)."""
 
@@ -299,17 +312,12 @@ class Canary:
     def _log_step(
         self, run_id: str, index: int, weight: float, candidate: BackendStats, production: BackendStats
     ) -> None:
+        self._log_figures(run_id, index, {"candidate_weight_percent": weight, **compared(candidate, production)})
+
+    def _log_figures(self, run_id: str, step: int, figures: dict[str, float | None]) -> None:
+        """One MLflow metric point per figure at `step`, stamped now; figures without a value are left out."""
         stamp = int(time.time() * 1000)
-        figures = {
-            "candidate_weight_percent": weight,
-            "candidate_requests": candidate.requests,
-            "candidate_error_rate": candidate.error_rate,
-            "candidate_p99_seconds": candidate.p99_seconds,
-            "candidate_accuracy": candidate.accuracy,
-            "production_p99_seconds": production.p99_seconds,
-            "production_accuracy": production.accuracy,
-        }
-        metrics = [Metric(k, float(v), stamp, index) for k, v in figures.items() if v is not None]
+        metrics = [Metric(k, float(v), stamp, step) for k, v in figures.items() if v is not None]
         self.client.log_batch(run_id, metrics=metrics)
 
     def _tag_version(self, run_id: str, outcome: str, reason: str) -> None:

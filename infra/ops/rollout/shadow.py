@@ -18,10 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlflow.entities import Metric
-
 from infra.ops.rollout.analysis import BackendStats, Verdict, agreement, judge, same_distribution_p_value
-from infra.ops.rollout.controller import NO_TRAFFIC, Canary, Outcome
+from infra.ops.rollout.controller import NO_TRAFFIC, Canary, Outcome, compared
 from infra.ops.rollout.metrics import shadow_stats
 from infra.ops.rollout.telemetry import SHADOW_PERCENT, STEP_VERDICTS
 
@@ -116,18 +114,10 @@ class Shadow(Canary):
                 return verdict, comparison
 
     def _log_comparison(self, run_id: str, comparison: Comparison) -> None:
-        candidate, production = comparison.candidate, comparison.production
         figures = {
             "shadow_percent": self.shadow_percent,
-            "candidate_requests": candidate.requests,
-            "candidate_error_rate": candidate.error_rate,
-            "candidate_p99_seconds": candidate.p99_seconds,
-            "production_p99_seconds": production.p99_seconds,
-            "candidate_accuracy": candidate.accuracy,
-            "production_accuracy": production.accuracy,
+            **compared(comparison.candidate, comparison.production),
             "prediction_agreement": comparison.agreement,
             "same_distribution_p_value": comparison.p_value,
         }
-        stamp = int(self.wall_began * 1000)
-        metrics = [Metric(k, float(v), stamp, 0) for k, v in figures.items() if v is not None]
-        self.client.log_batch(run_id, metrics=metrics)
+        self._log_figures(run_id, 0, figures)
