@@ -2,11 +2,12 @@
 over REST and gRPC through the router (Envoy), judged on Prometheus, recorded in MLflow.
 
 One sandbox (`python -m infra.local.stack up`, on free ports) serves every test of the module, in order:
-a good candidate is promoted with no failed request, and every panel of the Grafana dashboard has data for
-both versions of that rollout; a schema-breaking, a less accurate and a slower one are each aborted for their
-own reason with production unchanged; a less accurate one run as a shadow is found worse on mirrored traffic
-while clients are answered by production alone; a rollout stopped with Ctrl+C (or SIGTERM)
-leaves all traffic on production, and a second one cannot start while the first runs.
+a good candidate is promoted with no failed request, its version's page links to the rollout's run, and
+every panel of the Grafana dashboard has data for both versions of that rollout; a schema-breaking, a less
+accurate and a slower one are each aborted for their own reason with production unchanged; a less accurate
+one run as a shadow is found worse on mirrored traffic while clients are answered by production alone; a
+rollout stopped with Ctrl+C (or SIGTERM) leaves all traffic on production, and a second one cannot start
+while the first runs.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from pathlib import Path
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
+from playwright.sync_api import expect, sync_playwright
 
 from mlops_sandbox import registry
 from mlops_sandbox.prometheus import PrometheusQuery
 from mlops_sandbox.router import RouterAdmin, Split
 from mlops_sandbox.waiting import NotReadyYet, wait_for
+from tests.e2e.test_mlflow_ui import CHROMIUM, CHROMIUM_ARGS, registry_view
 from tests.support import PROJECT_ROOT, PYTHON, local_stack_env, run_module, server
 from tools.ports import free_port
 
@@ -147,6 +150,31 @@ def test_a_good_candidate_is_promoted_with_no_failed_request(sandbox: Sandbox) -
     assert {"production", "candidate"} <= set(shares), shares
     accuracy = prometheus.vector("version:sandbox_traffic_accuracy:ratio_rate1m", by="model_version")
     assert candidate in accuracy and accuracy[candidate] > 0.8, accuracy
+
+
+def test_the_version_page_links_to_the_run_of_its_rollout(sandbox: Sandbox) -> None:
+    # After the good rollout, production is its candidate: from the version's page in a real browser, one
+    # click on the link in its description opens the rollout's run.
+    candidate = sandbox.production()
+    run = sandbox.client.get_run(last_rollout_run(sandbox, candidate)["run_id"])
+    tracking = sandbox.url("SANDBOX_MLFLOW_PORT")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            registry_view(page, tracking)
+            page.goto(f"{tracking}/#/models/{MODEL}/versions/{candidate}")
+            link = page.get_by_role("link", name=re.compile(r"^canary against version \d+, "))
+            expect(link).to_have_count(1)
+            # MLflow renders a description's links to open in a new tab.
+            assert link.get_attribute("target") == "_blank"
+            with page.context.expect_page() as opened:
+                link.click()
+            run_page = opened.value
+            expect(run_page).to_have_url(re.compile(f"/runs/{run.info.run_id}"))
+            expect(run_page.get_by_text(run.info.run_name, exact=True).first).to_be_visible()
+        finally:
+            browser.close()
 
 
 def test_every_dashboard_panel_has_data_for_both_versions_of_the_good_rollout(sandbox: Sandbox) -> None:

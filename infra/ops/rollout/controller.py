@@ -39,6 +39,8 @@ from mlops_sandbox.router import RouterAdmin
 from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, wait_for
 
 EXPERIMENT = "rollouts"
+ROLLOUTS_HEADING = "Rollouts:"
+"""The line of a version's description under which each rollout's run is linked (Canary._link_run)."""
 NO_TRAFFIC = BackendStats(requests=0.0)
 
 
@@ -303,7 +305,21 @@ class Canary:
         }
         self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
         self._tag_version(run.info.run_id, "running", "")
+        self._link_run(experiment_id, run.info.run_id, production)
         return run.info.run_id
+
+    def _link_run(self, experiment_id: str, run_id: str, production: str) -> None:
+        """Append a link to the rollout's run to the candidate version's description, which the registry's page
+        renders as Markdown: from the version, one click opens each rollout it went through. The link is
+        relative to the UI's own address (its routes live after `#`), so it works under any host name."""
+        name, candidate = self.plan.model_name, self.plan.candidate
+        version = self.client.get_model_version(name, candidate)
+        description = (version.description or "").rstrip()
+        if ROLLOUTS_HEADING not in description:
+            description = f"{description}\n\n{ROLLOUTS_HEADING}" if description else ROLLOUTS_HEADING
+        url = f"#/experiments/{experiment_id}/runs/{run_id}"
+        line = f"- [{self.strategy} against version {production}, {registry.now()}]({url})"
+        self.client.update_model_version(name, candidate, description=f"{description}\n{line}")
 
     def _plan_params(self) -> dict[str, str]:
         """The MLflow params that say how traffic moved."""
