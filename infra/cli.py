@@ -4,7 +4,7 @@
     sandbox train [--alias production]  # train and register a new version
     sandbox list | promote 3 --to production [--gate] | rollback | resolve @production | archive 2 | delete 2
     sandbox predict [--serving-url http://127.0.0.1:8080]
-    sandbox rehearse                    # the deployment rehearsal, against running endpoints
+    sandbox rehearse [good|schema|...]  # the deployment rehearsal; a rollout rehearsal with a scenario
     sandbox rollout start 7             # a canary through the router, judged on live metrics
     sandbox kserve @production          # KServe's InferenceService for a registered version (Kubernetes)
 
@@ -36,7 +36,11 @@ SUBCOMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "archive": ("infra.ops.registry", ("archive",), "set a version's stage to Archived (never @production)"),
     "delete": ("infra.ops.registry", ("delete",), "delete a version, its aliases first (never @production)"),
     "predict": ("infra.ops.predict", (), "accuracy on MNIST test images, in-process or from a V2 endpoint"),
-    "rehearse": ("infra.ops.rehearsal", (), "train, stage, gate, promote, verify, roll back, verify"),
+    "rehearse": (
+        "infra.ops.rehearsal",
+        (),
+        "train, stage, gate, promote, verify, roll back, verify; or a rollout: good, schema, worse, slower, shadow",
+    ),
     "rollout": ("infra.ops.rollout", (), "start V: canary, shadow or blue-green of a version through the router"),
     "kserve": (
         "infra.ops.kserve",

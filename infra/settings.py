@@ -47,18 +47,18 @@ class StackSettings(SandboxSettings):
     staging_webhook_port: int = Field(8093, ge=1, le=65535, validation_alias="SANDBOX_STAGING_WEBHOOK_PORT")
     """Staging: where it receives MLflow's webhook (local stack)."""
     router_rest_port: int = Field(8070, ge=1, le=65535, validation_alias="SANDBOX_ROUTER_REST_PORT")
-    """The router (Envoy): the one public V2 REST endpoint of rollouts, in front of production and candidate.
-    The router, traffic and rollout ports below are the local stack's; compose has none of them yet."""
+    """The router (Envoy): the one public V2 REST endpoint of rollouts, in front of production and candidate."""
     router_grpc_port: int = Field(8071, ge=1, le=65535, validation_alias="SANDBOX_ROUTER_GRPC_PORT")
     """The router: V2 gRPC."""
     router_admin_port: int = Field(8079, ge=1, le=65535, validation_alias="SANDBOX_ROUTER_ADMIN_PORT")
     """The router's admin API: the traffic split, /stats/prometheus. Bound to 127.0.0.1 whatever the bind address."""
     prometheus_port: int = Field(9090, ge=1, le=65535, validation_alias="SANDBOX_PROMETHEUS_PORT")
-    """Prometheus: its UI, query API and recording rules (local stack; compose: profile monitoring)."""
+    """Prometheus: its UI, query API and recording rules."""
     grafana_port: int = Field(3000, ge=1, le=65535, validation_alias="SANDBOX_GRAFANA_PORT")
     """Grafana's rollout dashboard (compose only, profile monitoring)."""
     traffic_metrics_port: int = Field(8075, ge=1, le=65535, validation_alias="SANDBOX_TRAFFIC_METRICS_PORT")
-    """The /metrics of a rollout rehearsal's REST traffic generator, while it runs."""
+    """The /metrics of a rollout rehearsal's REST traffic generator, while it runs (local stack; in compose
+    Prometheus scrapes it inside the network, unpublished, as the next two)."""
     traffic_grpc_metrics_port: int = Field(8077, ge=1, le=65535, validation_alias="SANDBOX_TRAFFIC_GRPC_METRICS_PORT")
     """The /metrics of a rollout rehearsal's gRPC traffic generator, while it runs."""
     rollout_metrics_port: int = Field(8076, ge=1, le=65535, validation_alias="SANDBOX_ROLLOUT_METRICS_PORT")
@@ -83,13 +83,15 @@ class ComposeSettings(SandboxSettings):
     """Tag of the ML image that compose builds (target ml): training, serving, predict."""
     ml_gpu_image: str = Field("mlops-sandbox/ml-gpu:0.1.0", validation_alias="SANDBOX_ML_GPU_IMAGE")
     """Tag of the ML image with CUDA torch (profile gpu)."""
+    router_image: str = Field("mlops-sandbox/router:0.1.0", validation_alias="SANDBOX_ROUTER_IMAGE")
+    """Tag of the router image that compose builds (target router): Envoy 1.40 under the router's entrypoint."""
     s3_image: str = Field("quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z", validation_alias="SANDBOX_S3_IMAGE")
     """The object store's image, pinned to an exact release. MinIO's Docker Hub images are gone upstream; its
     quay.io images remain. Another S3 server: see docs/operations.md."""
     postgres_image: str = Field("postgres:15.8-bookworm", validation_alias="SANDBOX_POSTGRES_IMAGE")
     """PostgreSQL's image (profile postgres)."""
     prometheus_image: str = Field("prom/prometheus:v3.5.0", validation_alias="SANDBOX_PROMETHEUS_IMAGE")
-    """Prometheus's image (profile monitoring), pinned to an exact release (3.5, a long-term support release)."""
+    """Prometheus's image, pinned to an exact release (3.5, a long-term support release)."""
     grafana_image: str = Field("grafana/grafana:12.2.0", validation_alias="SANDBOX_GRAFANA_IMAGE")
     """Grafana's image (profile monitoring), pinned to an exact release."""
     python_image: str = Field("python:3.11-slim", validation_alias="SANDBOX_PYTHON_IMAGE")

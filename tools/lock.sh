@@ -4,8 +4,8 @@
 #   bash tools/lock.sh --check   # offline: exit 1 when uv.lock or an export is out of date
 #
 # uv.lock pins every package, transitive ones too, for every platform the project supports. The exports in
-# infra/images/requirements/ are what pip installs: tracking.txt (mlflow image), s3.txt (s3 image), ml.txt
-# (ml image), and dev.txt or dev-cpu.txt (the venv of bash infra/bootstrap.sh). ml.txt and dev-cpu.txt leave
+# infra/images/requirements/ are what pip installs: tracking.txt (mlflow image), s3.txt (s3 image), router.txt
+# (router image), ml.txt (ml image), and dev.txt or dev-cpu.txt (the venv of bash infra/bootstrap.sh). ml.txt and dev-cpu.txt leave
 # out the NVIDIA libraries that PyPI's Linux torch wheel needs: PyTorch's CPU wheels need none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,7 @@ write_all() {  # write_all DIR
   mkdir -p "$1"
   export_to "$1/tracking.txt" --extra tracking
   export_to "$1/s3.txt" --extra s3
+  export_to "$1/router.txt" --extra router
   # shellcheck disable=SC2046  # one option per package
   export_to "$1/ml.txt" --extra ml $(cuda_packages)
   export_to "$1/dev.txt" --extra dev
@@ -49,4 +50,4 @@ if [ "${1:-}" = --check ]; then
 fi
 "$UV" lock "$@"
 write_all "$OUT"
-echo "locked: uv.lock and $OUT/{tracking,s3,ml,dev,dev-cpu}.txt" >&2
+echo "locked: uv.lock and $OUT/{tracking,s3,router,ml,dev,dev-cpu}.txt" >&2

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 WHEELHOUSE=${1:-infra/images/wheelhouse}
 PIP=${PIP:-.venv/bin/pip}
-REQUIREMENTS="infra/images/requirements/tracking.txt infra/images/requirements/s3.txt infra/images/requirements/ml.txt"
+REQUIREMENTS="infra/images/requirements/tracking.txt infra/images/requirements/s3.txt infra/images/requirements/router.txt infra/images/requirements/ml.txt"
 
 mkdir -p "$WHEELHOUSE"
 # shellcheck disable=SC2086  # one path per file

@@ -1,6 +1,7 @@
 """A deployment rehearsal: train, stage, smoke-test, gate, promote, verify, roll back, verify.
 
     python -m infra.ops.rehearsal [--candidate VERSION] [--tolerance 0.005] [-n 2000]
+    python -m infra.ops.rehearsal good|schema|worse|slower|shadow [...]   # a rollout rehearsal instead
 
 Runs against the sandbox's tracking server (MLFLOW_TRACKING_URI) and its two endpoints (SANDBOX_SERVING_URL for
 @production, SANDBOX_STAGING_URL for @staging), local stack or compose alike, and prints a timeline
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from infra.ops.rollout import rehearse as rollout_rehearse
 from mlops_sandbox import registry
 from mlops_sandbox.gate import endpoint_accuracy, gate_and_promote, wait_until_served
 from mlops_sandbox.mnist import load_test_set
@@ -65,6 +67,10 @@ def train_candidate() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_ = sys.argv[1:] if argv is None else argv
+    if args_ and args_[0] in rollout_rehearse.SCENARIOS:
+        # `sandbox rehearse good`, as `bash infra/sandbox.sh rehearse good` and `docker compose run cli rehearse good`.
+        return rollout_rehearse.main(args_)
     parser = argparse.ArgumentParser(
         prog="python -m infra.ops.rehearsal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

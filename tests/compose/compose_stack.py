@@ -31,6 +31,8 @@ SMOKE_IMAGES = {
     "SANDBOX_ML_IMAGE": "mlops-sandbox-smoke/ml:test",
     "SANDBOX_S3_IMAGE": "mlops-sandbox-smoke/s3:test",
     "SANDBOX_POSTGRES_IMAGE": "mlops-sandbox-smoke/postgres:test",
+    "SANDBOX_ROUTER_IMAGE": "mlops-sandbox-smoke/router:test",
+    "SANDBOX_PROMETHEUS_IMAGE": "mlops-sandbox-smoke/prometheus:test",
 }
 # The wheelhouse that the image builds install from, served on the host (see the images fixture).
 WHEELHOUSE_PORT = 3141
@@ -148,6 +150,10 @@ class ComposeStack:
     @property
     def serving_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['SANDBOX_SERVING_HTTP_PORT']}"
+
+    @property
+    def router_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['SANDBOX_ROUTER_REST_PORT']}"
 
     def mlflow(self) -> MlflowClient:
         return MlflowClient(tracking_uri=self.mlflow_url)

@@ -43,6 +43,7 @@ from compose_stack import (
 )
 
 from mlops_sandbox.mnist import load_test_set
+from mlops_sandbox.v2 import V2Client
 from tests.doc_blocks import DOCUMENTS, Session, blocks
 from tests.support import module_env, run_module, server
 
@@ -204,7 +205,7 @@ def test_the_compose_stack_trains_serves_and_survives_a_restart(
         )
 
         containers = stack.containers()
-        for service in ("s3", "mlflow", "serving", "serving-staging") + (
+        for service in ("s3", "mlflow", "serving", "serving-staging", "router", "prometheus") + (
             ("postgres",) if backend == "postgres" else ()
         ):
             assert containers[service]["Health"] == "healthy", containers[service]
@@ -234,14 +235,24 @@ def test_the_compose_stack_trains_serves_and_survives_a_restart(
 
         assert_serving_predicts(stack, x, y)
         if backend == "sqlite":
+            # Before any rollout, the router sends everything to production.
+            through_router = V2Client(stack.router_url, MODEL_NAME).infer(x[:5])
+            assert through_router.model_version == "1"
             # The documentation's compose blocks, as written (see run_docker_blocks): predict, the cli service's
-            # list, train, a gated promotion, rollbacks and two rehearsals. @production ends on version 4.
+            # list, train, a gated promotion, rollbacks and two blue-green rehearsals (@production on version
+            # 4, version 5 gated), then two canaries through the router: a good one (version 6, promoted) and
+            # a schema-breaking one (version 7, aborted at its first step).
             run_docker_blocks(stack, tmp_path)
             versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
-            assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4, 5]
-            assert client.get_model_version_by_alias(MODEL_NAME, "production").version == "4"
+            assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4, 5, 6, 7]
             assert client.get_model_version(MODEL_NAME, "5").tags["gate.outcome"] == "promoted"
-            assert stack.rest().infer(x[:5]).model_version == "4", "serving follows @production"
+            assert client.get_model_version(MODEL_NAME, "6").tags["rollout.outcome"] == "promoted"
+            aborted = client.get_model_version(MODEL_NAME, "7").tags
+            assert aborted["rollout.outcome"] == "aborted" and aborted["rollout.reason"].startswith("error rate")
+            assert client.get_model_version_by_alias(MODEL_NAME, "production").version == "6"
+            assert stack.rest().infer(x[:5]).model_version == "6", "serving follows @production"
+            # The split is back on production, which now serves the promoted canary.
+            assert V2Client(stack.router_url, MODEL_NAME).infer(x[:5]).model_version == "6"
         else:
             # As the README runs it: no --no-deps, since the training job trains only when nothing is registered.
             predict = stack.compose("run", "--rm", "predict", timeout=600)

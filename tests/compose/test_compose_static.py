@@ -88,6 +88,7 @@ def test_the_smoke_override_is_valid(profile: str, tmp_path: Path) -> None:
         "SANDBOX_PYTHON_IMAGE": "python:3.11-slim",
         "SANDBOX_S3_IMAGE": "s3:test",
         "SANDBOX_POSTGRES_IMAGE": "pg:test",
+        "SANDBOX_PROMETHEUS_IMAGE": "prometheus:test",
         "SANDBOX_SMOKE_WHEELHOUSE_URL": "http://127.0.0.1:3141/",
         "SANDBOX_SMOKE_MNIST_DIR": "/tmp",
     }
@@ -99,14 +100,14 @@ def test_the_smoke_override_is_valid(profile: str, tmp_path: Path) -> None:
 
 def test_the_smoke_override_swaps_only_what_cannot_be_pulled() -> None:
     services = yaml.safe_load(SMOKE_OVERRIDE.read_text())["services"]
-    assert {name for name, service in services.items() if "image" in service} == {"s3", "postgres"}
+    assert {name for name, service in services.items() if "image" in service} == {"s3", "postgres", "prometheus"}
     # Everything else runs as users run it: the builds only take their wheels from the wheelhouse, and
     # training and predict read MNIST from disk.
-    assert set(services) == {"s3", "postgres", "mlflow", "training", "predict", "cli"}
-    assert set(services["mlflow"]) == {"build"}
+    assert set(services) == {"s3", "postgres", "prometheus", "mlflow", "router", "training", "predict", "cli"}
+    assert set(services["mlflow"]) == set(services["router"]) == {"build"}
     assert set(services["training"]) == {"build", "environment", "volumes"}
     assert set(services["predict"]) == set(services["cli"]) == {"environment", "volumes"}
-    for name in ("s3", "postgres", "mlflow", "training"):
+    for name in ("s3", "postgres", "prometheus", "mlflow", "router", "training"):
         assert services[name]["build"]["network"] == "host", name
         assert services[name]["build"]["args"]["PIP_NO_INDEX"] == "1", name
 
@@ -212,12 +213,14 @@ def test_one_dockerfile_builds_every_image_from_the_lock_as_uid_1000() -> None:
         "base",
         "mlflow",
         "s3",
+        "router",
         "ml",
         "postgres",
+        "prometheus",
     ]
-    for extra in ("tracking", "s3", "ml"):
+    for extra in ("tracking", "s3", "router", "ml"):
         assert f"COPY infra/images/requirements/{extra}.txt" in text, extra
-    assert text.count("USER 1000:1000") == 3
+    assert text.count("USER 1000:1000") == 4
     assert "wheelhouse" not in text.split("\n# ---", 1)[1], "a wheelhouse must not travel in the build context"
     assert "RUN --mount" not in text and "# syntax=" not in text, "the image builds need no BuildKit"
     assert (ROOT / ".dockerignore").is_file()
@@ -226,17 +229,18 @@ def test_one_dockerfile_builds_every_image_from_the_lock_as_uid_1000() -> None:
 def test_only_mlflow_and_training_build_and_the_others_share_their_images() -> None:
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
     building = {name for name, service in services.items() if "build" in service}
-    assert building == {"mlflow", "training", "training-gpu"}
+    assert building == {"mlflow", "training", "training-gpu", "router"}
     config = full_config()["services"]
     assert config["create-bucket"]["image"] == config["mlflow"]["image"]
     for name in ("serving", "serving-staging", "predict"):
         assert config[name]["image"] == config["training"]["image"], name
 
 
-def test_the_monitoring_profile_adds_prometheus_and_grafana_wired_to_each_other() -> None:
+def test_prometheus_runs_by_default_and_the_monitoring_profile_adds_grafana_wired_to_it() -> None:
     default = compose("config", "--services")
     assert default.returncode == 0, default.stderr
-    assert not {"prometheus", "grafana"} & set(default.stdout.split()), "monitoring runs without its profile"
+    assert {"prometheus", "router"} <= set(default.stdout.split()), "rollouts need both in the default stack"
+    assert "grafana" not in default.stdout.split(), "monitoring runs without its profile"
     config = full_config()
     services, configs = config["services"], config["configs"]
 

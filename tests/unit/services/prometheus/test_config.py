@@ -62,8 +62,17 @@ def test_composes_configuration_is_the_current_rendering_and_one_prometheus_acce
     assert checked.returncode == 0, checked.stdout + checked.stderr
     config = yaml.safe_load(COMPOSE_CONFIG.read_text())
     assert config["rule_files"] == [RULES.name]
-    (job,) = config["scrape_configs"]
-    assert job["dns_sd_configs"][0]["names"] == ["serving", "serving-staging"]
+    jobs = {
+        job["job_name"]: [name for sd in job["dns_sd_configs"] for name in sd["names"]]
+        for job in config["scrape_configs"]
+    }
+    # Every replica of each service, by compose's DNS; a rollout's controller and traffic run in the cli container.
+    assert jobs == {
+        "serving": ["serving", "serving-staging"],
+        "router": ["router"],
+        "traffic": ["cli", "cli"],
+        "rollout": ["cli"],
+    }
 
 
 def test_targets_come_from_the_environment_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
