@@ -22,8 +22,6 @@ from mlserver.settings import ModelSettings, Settings
 from pydantic import AliasChoices, BaseModel
 
 RUNTIME = "services.serving.runtime.RegistryModelRuntime"
-REPOSITORY = "services.serving.patches.SandboxModelRepository"
-"""The model repository MLServer builds before its servers; it installs services/serving/patches.py."""
 
 
 def mlserver_file(model: type[BaseModel], fields: dict[str, Any]) -> str:
@@ -105,9 +103,7 @@ class ModelStore:
         }
         (target / "model-settings.json").write_text(mlserver_file(ModelSettings, model_settings))
         # MLServer reads the server-wide settings.json from the folder it starts on (`current`), once.
-        (target / "settings.json").write_text(
-            mlserver_file(Settings, {"model_repository_implementation": REPOSITORY, **self.server_settings})
-        )
+        (target / "settings.json").write_text(mlserver_file(Settings, self.server_settings))
         return target
 
     def activate(self, version: str) -> None:
