@@ -4,7 +4,8 @@ tritonclient speaks the V2 protocol to any server that implements it (MLServer h
 elsewhere), so the clients of this project survive a change of server. Two things are set for MLServer:
 
 - REST requests and answers are JSON (`binary_data=False`): MLServer 1.7.1 does not implement the binary
-  tensor extension that tritonclient sends by default.
+  tensor extension that tritonclient sends by default (the sandbox's serving adds it: services/serving/
+  binary_rest.py; this client also talks to stock MLServer).
 - tritonclient's gRPC module is imported only when a gRPC client is made: its generated protocol classes and
   MLServer's register the same names (`inference.ModelInferRequest`, ...) in protobuf's default pool, so a
   process that has imported `mlserver` cannot import `tritonclient.grpc`, and the reverse.

@@ -44,6 +44,8 @@ from services.serving.metrics import FAILED_REQUESTS, LABELLED_PREDICTIONS, SERV
 def count_values(data: Any) -> int:
     """How many values `data` holds, at any depth of nesting (a V2 tensor's data may be flat or nested, as
     numpy would read it). ValueError for what a V2 tensor cannot carry (an object)."""
+    if isinstance(data, np.ndarray):
+        return data.size  # raw gRPC or binary REST bytes, read as a flat array (services/serving/tensors.py)
     if isinstance(data, dict):
         raise ValueError("a tensor's data is a list of values, not an object")
     if not isinstance(data, (list, tuple)):

@@ -71,6 +71,10 @@ class ServingSettings(SandboxSettings):
     direct_path: bool = Field(True, validation_alias="SANDBOX_SERVING_DIRECT_PATH")
     """Run a PyTorch model directly for requests that already match its signature, instead of through
     MLflow's pyfunc checks (services/serving/direct.py); other requests take MLflow's path either way."""
+    fast_tensors: bool = Field(True, validation_alias="SANDBOX_SERVING_FAST_TENSORS")
+    """Read raw gRPC tensors and V2 binary REST tensors (tritonclient's default) with np.frombuffer instead of
+    MLServer's Python lists (services/serving/patches.py). Off: MLServer 1.7.1 as released, whose REST
+    endpoint answers binary requests 422."""
     gc_freeze: bool = Field(True, validation_alias="SANDBOX_SERVING_GC_FREEZE")
     """Keep the loaded model and libraries out of the garbage collector's full passes (gc.freeze; see
     services/serving/runtime.py): they stalled the server for long pauses under load."""
@@ -129,11 +133,15 @@ class ServingSettings(SandboxSettings):
     def server_settings(self) -> dict[str, object]:
         """MLServer's server-wide settings.json. A file, not env vars: `mlflow models serve` overwrites
         MLSERVER_PARALLEL_WORKERS with its own worker count (at least 1), and the file takes precedence."""
-        return {
+        fields: dict[str, object] = {
             "parallel_workers": self.workers,
             "debug": self.debug,
             "grpc_max_message_length": self.grpc_max_message_length,
         }
+        if self.fast_tensors:
+            # MLServer builds its model repository before its servers: this one installs the patches first.
+            fields["model_repository_implementation"] = "services.serving.patches.SandboxModelRepository"
+        return fields
 
     @property
     def runtime_settings(self) -> dict[str, object]:

@@ -53,9 +53,12 @@ def _percentiles(latencies: list[float]) -> tuple[float, float]:
     return float(p50), float(p99)
 
 
-def wrk(url: str, body: bytes, *, clients: int, seconds: float, batch: int) -> Measurement:
+def wrk(
+    url: str, body: bytes, *, clients: int, seconds: float, batch: int, header_length: int | None = None
+) -> Measurement:
     """POST `body` to `url` from `clients` connections for `seconds` with wrk (one thread: wrk is C and
-    needs a fraction of a core; the rest stays with the server under test)."""
+    needs a fraction of a core; the rest stays with the server under test). With `header_length` (bytes),
+    `body` is a V2 binary tensor request whose JSON header is that long."""
     if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
         raise ValueError(f"the benchmark only sends traffic to loopback, not to {url}")
     with tempfile.NamedTemporaryFile(suffix=".json") as payload:
@@ -64,7 +67,7 @@ def wrk(url: str, body: bytes, *, clients: int, seconds: float, batch: int) -> M
         argv = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(WRK_SCRIPT)]
         done = subprocess.run(
             [*argv, url],
-            env=dict(os.environ, BENCH_BODY=payload.name),
+            env=dict(os.environ, BENCH_BODY=payload.name, BENCH_HEADER_LENGTH=str(header_length or "")),
             capture_output=True,
             text=True,
             timeout=seconds + 60,

@@ -1,6 +1,12 @@
 -- wrk script: POST the body in $BENCH_BODY to the URL, print one machine-readable summary line.
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+-- A V2 binary tensor request (JSON header, then raw tensor bytes) names its JSON header's length.
+local header_length = os.getenv("BENCH_HEADER_LENGTH")
+if header_length and header_length ~= "" then
+  wrk.headers["Content-Type"] = "application/octet-stream"
+  wrk.headers["Inference-Header-Content-Length"] = header_length
+end
 local file = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 wrk.body = file:read("*a")
 file:close()

@@ -43,7 +43,14 @@ from tools.benchmark import load, profile, servers
 from tools.benchmark.load import Measurement
 from tools.benchmark.profile import Profile
 from tools.benchmark.report import Row, Server, chart, markdown
-from tools.benchmark.setup import check_grpc, check_rest, grpc_request, throwaway_registry
+from tools.benchmark.setup import (
+    check_grpc,
+    check_rest,
+    check_rest_binary,
+    grpc_request,
+    rest_binary_request_body,
+    throwaway_registry,
+)
 
 MODEL = "pytorch_simplenn_mnist"
 CONFIGS = ("a", "b", "c", "d", "e")
@@ -76,6 +83,19 @@ class Bench:
             check_rest(url, body, batch)
         self.measure(config, label, "REST", lambda b, c, s: load.wrk(url, bodies[b], clients=c, seconds=s, batch=b))
 
+    def rest_binary(self, config: str, label: str, url: str) -> None:
+        """The V2 binary tensor extension, as tritonclient.http sends it by default (binary in and out)."""
+        for batch, (body, length) in self.binary_bodies.items():
+            check_rest_binary(url, body, length, batch)
+        self.measure(
+            config,
+            label,
+            "REST binary",
+            lambda b, c, s: load.wrk(
+                url, self.binary_bodies[b][0], clients=c, seconds=s, batch=b, header_length=self.binary_bodies[b][1]
+            ),
+        )
+
     def grpc(self, config: str, label: str, target: str) -> None:
         requests_ = self.grpc_requests
         for batch, request in requests_.items():
@@ -88,6 +108,11 @@ class Bench:
     def v2_bodies(self) -> dict[int, bytes]:
         """V2 JSON request bodies by batch size, serialized once for every server."""
         return {batch: rest_request_body(images) for batch, images in self.images.items()}
+
+    @cached_property
+    def binary_bodies(self) -> dict[int, tuple[bytes, int]]:
+        """V2 binary tensor request bodies and their JSON header lengths by batch size."""
+        return {batch: rest_binary_request_body(images) for batch, images in self.images.items()}
 
     @cached_property
     def grpc_requests(self) -> dict[int, bytes]:
@@ -159,6 +184,8 @@ def run(args: argparse.Namespace, work: Path) -> Bench:
             with servers.ours(tracking_uri, MODEL, work, **overrides) as srv:
                 print(f"(d) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
                 bench.rest("d", label, f"{srv.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies)
+                if overrides.get("SANDBOX_SERVING_FAST_TENSORS", "true").lower() != "false":
+                    bench.rest_binary("d", label, f"{srv.http_url}/v2/models/{MODEL}/infer")
                 assert srv.grpc_target is not None
                 bench.grpc("d", label, srv.grpc_target)
                 bench.servers.append(Server("d", label, srv.cold_start_s, srv.rss_mb()))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
+import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2 as pb
 
 from mlops_sandbox.v2 import INPUT_NAME
@@ -76,6 +77,33 @@ def check_rest(url: str, body: bytes, batch: int) -> None:
     predictions = answer["outputs"][0]["shape"][0] if "outputs" in answer else len(answer["predictions"])
     if predictions != batch:
         raise RuntimeError(f"POST {url} returned {predictions} predictions for {batch} images")
+
+
+def rest_binary_request_body(images: np.ndarray) -> tuple[bytes, int]:
+    """A V2 binary tensor request for float32 images (N, 1, 28, 28) as tritonclient.http writes it by default
+    (input bytes after the JSON header, every output asked for binary), and its JSON header's length in bytes."""
+    tensor = httpclient.InferInput(INPUT_NAME, list(images.shape), "FP32")
+    tensor.set_data_from_numpy(np.ascontiguousarray(images, dtype=np.float32), binary_data=True)
+    body, header_length = httpclient.InferenceServerClient.generate_request_body([tensor])
+    return body, int(header_length)
+
+
+def check_rest_binary(url: str, body: bytes, header_length: int, batch: int) -> None:
+    """One binary request before measuring: the server must answer it with `batch` binary predictions."""
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)}
+    response = requests.post(url, data=body, headers=headers, timeout=60)
+    if response.status_code != 200:
+        raise RuntimeError(f"POST {url} (binary) answered {response.status_code}: {response.text[:500]}")
+    length = response.headers.get("Inference-Header-Content-Length")
+    result = httpclient.InferenceServerClient.parse_response_body(
+        response.content, header_length=int(length) if length else None
+    )
+    name = result.get_response()["outputs"][0]["name"]
+    predictions = result.as_numpy(name).shape[0]
+    if length is None or predictions != batch:
+        raise RuntimeError(
+            f"POST {url} (binary) returned {predictions} predictions for {batch} images, header {length}"
+        )
 
 
 def check_grpc(target: str, request: bytes, batch: int) -> None:

@@ -83,6 +83,10 @@ def test_direct_path_answers_exactly_what_mlflow_answers(saved_model: Path) -> N
     for images in (IMAGES, IMAGES[:1]):
         assert np.array_equal(probabilities(direct, request(images)), probabilities(through_mlflow, request(images)))
     assert np.array_equal(probabilities(direct, request(IMAGES)), expected)
+    # Raw gRPC and binary REST tensors arrive as read-only numpy views (services/serving/tensors.py).
+    view = np.frombuffer(IMAGES.tobytes(), dtype="<f4")
+    for model in (direct, through_mlflow):
+        assert np.array_equal(probabilities(model, request(IMAGES, data=view)), expected)
 
 
 @pytest.mark.parametrize(
@@ -211,7 +215,12 @@ def test_settings_reach_mlserver_files(tmp_path: Path, monkeypatch: pytest.Monke
     folder = store.prepare("4", "@production")
 
     server = json.loads((folder / "settings.json").read_text())
-    assert server == {"parallel_workers": 0, "debug": False, "grpc_max_message_length": 64 * 2**20}
+    assert server == {
+        "parallel_workers": 0,
+        "debug": False,
+        "grpc_max_message_length": 64 * 2**20,
+        "model_repository_implementation": "services.serving.patches.SandboxModelRepository",
+    }
     model = json.loads((folder / "model-settings.json").read_text())
     assert (model["max_batch_size"], model["max_batch_time"]) == (8, 0.0002)
     assert model["parameters"]["extra"] == {

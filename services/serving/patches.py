@@ -1,0 +1,146 @@
+"""Every change this project makes to MLServer 1.7.1's internals, in one place, checked against the pin.
+
+- gRPC: `raw_input_contents` become numpy views (services/serving/tensors.py) instead of MLServer's Python
+  list of floats (`mlserver.raw.inject_raw`, called by `mlserver.grpc.converters`).
+- Adaptive batching: requests whose data are numpy arrays (raw gRPC, binary REST) are merged with
+  `np.concatenate`; MLServer's `_merge_data` knows lists only, and would return a list of arrays, or, mixed
+  with a JSON request, add the two element by element (`sum(all_data, [])`).
+- REST: the V2 binary tensor data extension (services/serving/binary_rest.py) is added to the FastAPI app
+  that `mlserver.rest.server.RESTServer` builds with `create_app`, inside MLServer's own middlewares
+  (metrics, gzip), in front of its routes.
+
+MLServer 1.7.1 has had no release since, and the project pins it (pyproject.toml); `install` refuses any
+other version, or a patched function whose signature moved, with a RuntimeError naming it, and
+tests/unit/services/serving/test_patches.py fails on the same. The REST part must be in place before MLServer
+builds its REST app, which is before it imports any model runtime: MLServer constructs its model repository
+first, so settings.json names `SandboxModelRepository` (services/serving/model_store.py), which installs all
+of this.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import mlserver
+import mlserver.batching.requests
+import mlserver.grpc.converters
+import mlserver.raw
+import mlserver.rest.server
+import numpy as np
+from fastapi import FastAPI
+from mlserver.errors import InferenceError
+from mlserver.handlers import DataPlane
+from mlserver.repository import SchemalessModelRepository
+from mlserver.types import TensorData
+from starlette.middleware import Middleware
+
+from services.serving.binary_rest import BinaryTensorMiddleware
+from services.serving.tensors import DTYPES, TensorBytesError, from_bytes
+
+MLSERVER_VERSION = "1.7.1"
+PATCHED: dict[str, tuple[Any, Callable[..., Any], list[str]]] = {
+    "mlserver.grpc.converters.inject_raw": (
+        mlserver.grpc.converters,
+        mlserver.raw.inject_raw,
+        ["elems", "raw_contents"],
+    ),
+    "mlserver.batching.requests._merge_data": (
+        mlserver.batching.requests,
+        mlserver.batching.requests._merge_data,
+        ["all_data"],
+    ),
+    "mlserver.rest.server.create_app": (
+        mlserver.rest.server,
+        mlserver.rest.server.create_app,
+        ["settings", "data_plane", "model_repository_handlers"],
+    ),
+}
+"""What is replaced: the module attribute, MLServer's own function, and its parameters as of MLSERVER_VERSION."""
+
+
+def problems() -> list[str]:
+    """What in the installed MLServer differs from what the patches were written against: its version, and
+    each patched function's parameters. Empty when the patches fit."""
+    found = []
+    if mlserver.__version__ != MLSERVER_VERSION:
+        found.append(f"mlserver is {mlserver.__version__}, the patches were written for {MLSERVER_VERSION}")
+    for name, (_, original, parameters) in PATCHED.items():
+        actual = list(inspect.signature(original).parameters)
+        if actual != parameters:
+            found.append(f"{name} takes {actual}, the patch expects {parameters}")
+    return found
+
+
+def inject_raw(elems: Sequence[Any], raw_contents: Sequence[bytes]) -> Sequence[Any]:
+    """mlserver.raw.inject_raw with numeric tensors read by np.frombuffer: each input without `data` takes
+    the next entry of `raw_contents`, as a read-only 1-D numpy view (BYTES inputs: MLServer's list of bytes).
+
+    Raises InferenceError (gRPC INVALID_ARGUMENT) when an entry's length does not match its input's shape
+    and datatype, or when there are fewer entries than inputs without data; MLServer's own raised a
+    struct.error or an IndexError, answered as INTERNAL.
+    """
+    entries = iter(raw_contents)
+    for elem in elems:
+        if elem.data:
+            continue  # mixed requests: an input with its own data takes no raw entry, as in MLServer
+        raw = next(entries, None)
+        if raw is None:
+            raise InferenceError(f"input {elem.name!r} has no data and raw_input_contents has no entry left for it")
+        if elem.datatype not in DTYPES:
+            elem.data = TensorData(mlserver.raw.unpack(elem, raw))
+            continue
+        try:
+            elem.data = TensorData(from_bytes(elem.name, elem.datatype, elem.shape, raw))
+        except TensorBytesError as err:
+            raise InferenceError(str(err)) from err
+    return elems
+
+
+def merge_data(all_data: list[Any]) -> Any:
+    """MLServer's adaptive batching's `_merge_data`, which also merges numpy data: when any request of the
+    batch carries an array, the flat concatenation of all of them (dtype promoted as numpy does; the codec
+    casts to the tensor's datatype after), else MLServer's own merge of lists, strings or bytes."""
+    if any(isinstance(data, np.ndarray) for data in all_data):
+        return np.concatenate([np.asarray(data).ravel() for data in all_data])
+    return ORIGINALS["mlserver.batching.requests._merge_data"](all_data)
+
+
+def create_app(settings: mlserver.settings.Settings, data_plane: DataPlane, model_repository_handlers: Any) -> FastAPI:
+    """MLServer's REST app with the binary tensor data extension in front of its routes, inside its own
+    middlewares, so binary requests are counted and logged as JSON ones are."""
+    app: FastAPI = ORIGINALS["mlserver.rest.server.create_app"](settings, data_plane, model_repository_handlers)
+    app.user_middleware.append(Middleware(BinaryTensorMiddleware, data_plane=data_plane))
+    return app
+
+
+REPLACEMENTS: dict[str, Callable[..., Any]] = {
+    "mlserver.grpc.converters.inject_raw": inject_raw,
+    "mlserver.batching.requests._merge_data": merge_data,
+    "mlserver.rest.server.create_app": create_app,
+}
+ORIGINALS = {name: original for name, (_, original, _) in PATCHED.items()}
+
+
+def install() -> None:
+    """Replace MLServer's functions named in PATCHED by this module's; a second call changes nothing.
+
+    Raises RuntimeError, listing `problems()`, when the installed MLServer is not the one they fit.
+    """
+    if found := problems():
+        raise RuntimeError("MLServer's internals changed, the sandbox's patches do not fit: " + "; ".join(found))
+    for name, (module, _, _) in PATCHED.items():
+        setattr(module, name.rsplit(".", 1)[1], REPLACEMENTS[name])
+
+
+class SandboxModelRepository(SchemalessModelRepository):
+    """MLServer's default model repository (folders with a model-settings.json), which installs the patches.
+
+    MLServer builds its model repository before its REST and gRPC servers, from settings.json's
+    `model_repository_implementation`: the one setting that runs this project's code that early.
+    """
+
+    def __init__(self, root: str, **kwargs: Any) -> None:
+        install()
+        super().__init__(root, **kwargs)

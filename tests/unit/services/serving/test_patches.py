@@ -1,0 +1,109 @@
+"""The sandbox's changes to MLServer's internals (services/serving/patches.py): that they still fit the pinned
+MLServer, and that raw gRPC tensors become numpy views with the same answers as MLServer's lists."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import mlserver
+import mlserver.batching.requests
+import mlserver.grpc.converters
+import mlserver.raw
+import numpy as np
+import pytest
+import tomllib
+from mlserver.batching.requests import BatchedRequests
+from mlserver.errors import InferenceError
+from mlserver.grpc import dataplane_pb2 as pb
+from mlserver.grpc.converters import ModelInferRequestConverter
+
+from services.serving import patches
+from tests.unit.services.serving.test_runtime import IMAGES, probabilities, request, runtime, saved_model
+
+__all__ = ["saved_model"]  # the module-scoped fixture, shared with test_runtime.py
+
+PYPROJECT = Path(__file__).resolve().parents[4] / "pyproject.toml"
+
+
+def raw_request(images: np.ndarray, raw: bytes | None = None) -> pb.ModelInferRequest:
+    """A gRPC request as tritonclient.grpc sends it: the tensor's bytes in raw_input_contents."""
+    tensor = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=list(images.shape))
+    contents = raw if raw is not None else images.astype("<f4").tobytes()
+    return pb.ModelInferRequest(model_name="digits", inputs=[tensor], raw_input_contents=[contents])
+
+
+def test_the_patches_fit_the_pinned_mlserver() -> None:
+    """Fails when the mlserver pin moves or a patched function's parameters change: the patches must be
+    rewritten (or dropped) for the new MLServer, not carried over."""
+    pins = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]["ml"]
+    assert f"mlserver=={patches.MLSERVER_VERSION}" in pins
+    assert mlserver.__version__ == patches.MLSERVER_VERSION
+    assert patches.problems() == []
+
+
+def test_install_refuses_an_mlserver_it_was_not_written_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mlserver, "__version__", "1.8.0")
+    with pytest.raises(RuntimeError, match=re.escape("mlserver is 1.8.0, the patches were written for 1.7.1")):
+        patches.install()
+
+
+def test_install_replaces_mlservers_functions_once() -> None:
+    patches.install()
+    patches.install()
+    assert mlserver.grpc.converters.inject_raw is patches.inject_raw
+    assert mlserver.batching.requests._merge_data is patches.merge_data
+    assert patches.ORIGINALS["mlserver.grpc.converters.inject_raw"] is mlserver.raw.inject_raw
+
+
+def test_raw_grpc_tensors_are_numpy_views_with_mlflows_answers(saved_model: Path) -> None:
+    patches.install()
+    payload = ModelInferRequestConverter.to_types(raw_request(IMAGES))
+    data = payload.inputs[0].data.root
+    assert isinstance(data, np.ndarray) and data.dtype == np.float32 and not data.flags.writeable
+    assert np.array_equal(data, IMAGES.ravel())
+    direct, through_mlflow = runtime(saved_model), runtime(saved_model, direct_path=False)
+    as_lists = probabilities(direct, request(IMAGES))
+    assert np.array_equal(probabilities(direct, payload), as_lists)
+    assert np.array_equal(
+        probabilities(through_mlflow, ModelInferRequestConverter.to_types(raw_request(IMAGES))), as_lists
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (IMAGES.tobytes()[:-4], "needs 9408 bytes, the request carries 9404"),
+        (IMAGES.astype(np.float64).tobytes(), "needs 9408 bytes, the request carries 18816"),
+    ],
+    ids=["short", "fp64-bytes"],
+)
+def test_raw_bytes_that_do_not_fit_the_shape_are_a_client_error(raw: bytes, reason: str) -> None:
+    patches.install()
+    with pytest.raises(InferenceError, match=reason) as refused:
+        ModelInferRequestConverter.to_types(raw_request(IMAGES, raw))
+    assert refused.value.status_code == 400  # gRPC INVALID_ARGUMENT
+
+
+def test_batching_merges_raw_and_json_requests_in_order() -> None:
+    """Adaptive batching may merge a raw request with a JSON one: the batch holds both, in order."""
+    patches.install()
+    raw = ModelInferRequestConverter.to_types(raw_request(IMAGES[:2]))
+    merged = BatchedRequests({"raw": raw, "json": request(IMAGES[2:])}).merged_request
+    assert merged.inputs[0].shape == [3, 1, 28, 28]
+    values = np.asarray(merged.inputs[0].data.root, dtype=np.float32)
+    assert np.array_equal(values, IMAGES.ravel())
+
+
+def test_json_requests_still_merge_as_mlserver_does() -> None:
+    patches.install()
+    merged = BatchedRequests({"a": request(IMAGES[:1]), "b": request(IMAGES[1:])}).merged_request
+    assert isinstance(merged.inputs[0].data.root, list)
+    assert merged.inputs[0].data.root == IMAGES.ravel().tolist()
+
+
+def test_a_request_without_raw_entries_for_its_inputs_is_refused() -> None:
+    patches.install()
+    empty = [request(IMAGES, data=[]).inputs[0], request(IMAGES, data=[]).inputs[0]]
+    with pytest.raises(InferenceError, match="raw_input_contents has no entry left"):
+        patches.inject_raw(empty, [IMAGES.tobytes()])
