@@ -60,10 +60,15 @@ def provision_users(auth: AuthSettings) -> str:
     from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
     url = make_url(auth.database_uri)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    database = url.database if url.get_backend_name() == "sqlite" else None
+    sqlite_file = Path(database) if database and database != ":memory:" else None
+    if sqlite_file:
+        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
     store = SqlAlchemyStore()
     store.init_db(auth.database_uri)
+    if sqlite_file:
+        # Password hashes: readable by the server's user only.
+        sqlite_file.chmod(0o600)
     try:
         done = []
         for username, field, is_admin in (

@@ -6,7 +6,9 @@ Before anything is started: waits (boundedly) for the backend store's database a
 and checks the bucket; then it brings the database schema to the one this MLflow expects, with MLflow's
 own migrations (see `prepare_schema`). Only then does it run `mlflow server`, with one worker and no job
 runner, supervised as a process group. A database that is unreachable or refuses the credentials stops it
-here with a message naming the host, so the server never runs half-way.
+here with a message naming the host, so the server never runs half-way. With SANDBOX_AUTH=true it runs
+MLflow's basic-auth app, after writing the admin and the read-only serving user into the app's database
+(services/mlflow/auth.py); a missing or placeholder secret stops it first, naming the variable.
 """
 
 from __future__ import annotations
