@@ -86,6 +86,7 @@ def test_provisioning_writes_the_admin_and_a_read_only_serving_user_idempotently
 ) -> None:
     settings = AuthSettings()
     assert auth.provision_users(settings) == "created 'admin' (admin), created 'serving' (read-only)"
+    assert auth_env.stat().st_mode & 0o077 == 0, "the password hashes are the server's alone"
     store = SqlAlchemyStore()
     store.init_db(settings.database_uri)
     # Someone changed both passwords in MLflow and made serving an admin; .env stays the truth at the next start.
