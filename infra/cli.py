@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 
 from dotenv import load_dotenv
+from pydantic import ValidationError
+
+from mlops_sandbox.settings import AuthSettings
 
 # subcommand -> (module, arguments put before the user's, one line of help)
 SUBCOMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -59,6 +63,22 @@ def usage() -> str:
     )
 
 
+def sign_in_as_admin(env: MutableMapping[str, str]) -> None:
+    """With SANDBOX_AUTH on, the subcommands sign in to MLflow as the sandbox's admin (SANDBOX_AUTH_ADMIN_USERNAME
+    and _PASSWORD, from .env), through MLflow's own MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, as the
+    local stack's jobs do; a user set in MLFLOW_TRACKING_USERNAME wins. Settings that do not validate are left
+    to the subcommand, which names what is wrong."""
+    if env.get("MLFLOW_TRACKING_USERNAME"):
+        return
+    try:
+        auth = AuthSettings()
+    except ValidationError:
+        return
+    if auth.enabled and auth.admin_password is not None:
+        env["MLFLOW_TRACKING_USERNAME"] = auth.admin_username
+        env["MLFLOW_TRACKING_PASSWORD"] = auth.admin_password.get_secret_value()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Replace this process with `python -m MODULE ARGS` for the subcommand; 2 with the usage for a wrong one."""
     args = sys.argv[1:] if argv is None else argv
@@ -70,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, first, _ = SUBCOMMANDS[args[0]]
     load_dotenv(Path.cwd() / ".env", override=False, interpolate=True)
+    sign_in_as_admin(os.environ)
     # exec, not a child: signals (Ctrl+C, docker stop) and the exit code go straight to the module.
     os.execv(sys.executable, [sys.executable, "-m", module, *first, *args[1:]])
     return 0  # not reached

@@ -112,6 +112,88 @@ class TrackingClientSettings(SandboxSettings):
     """The tracking server's URL, or a sqlite:/// URI for a store without a server."""
     wait_seconds: float = Field(120.0, gt=0, validation_alias="SANDBOX_TRACKING_WAIT_SECONDS")
     """How long a client waits for the tracking server to answer before it gives up (seconds)."""
+    username: str | None = Field(None, validation_alias="MLFLOW_TRACKING_USERNAME")
+    """MLflow's own: the user a client signs in as when the server's basic-auth app is on (SANDBOX_AUTH); MLflow's
+    client sends it as HTTP basic auth. Compose and the local stack set the admin for training, the CLI and the
+    rehearsal, and the read-only serving user for serving. Unset: no credentials are sent."""
+    password: SecretStr | None = Field(None, validation_alias="MLFLOW_TRACKING_PASSWORD")
+    """MLflow's own: that user's password."""
+
+
+AUTH_DOCS = "docs/operations.md#authentication"
+MIN_PASSWORD_LENGTH = 12
+"""MLflow's auth store refuses a shorter password (mlflow/utils/validation.py, `_validate_password`)."""
+
+
+class AuthSettings(SandboxSettings):
+    """MLflow's basic-auth app on the tracking server (`mlflow server --app-name basic-auth`), and its accounts.
+
+    Off by default for the local sandbox, which binds loopback only; turn it on before the stack is reachable
+    from another machine. With it on, every secret below must be set and must not hold the placeholder, in every
+    environment (`local` included), or the start fails with a ValidationError that names the variable.
+    """
+
+    enabled: bool = Field(False, validation_alias="SANDBOX_AUTH", json_schema_extra=IN_ENV_EXAMPLE)
+    """Turn on MLflow's basic-auth app, first thing before the sandbox is reachable from another machine: every
+    request to the tracking server, the UI included, then needs a user and password (401 without, 403 without
+    the permission). Needs SANDBOX_AUTH_ADMIN_PASSWORD; compose also SANDBOX_AUTH_SERVING_PASSWORD and
+    MLFLOW_FLASK_SERVER_SECRET_KEY (docs/settings.md)."""
+    admin_username: str = Field("admin", min_length=1, validation_alias="SANDBOX_AUTH_ADMIN_USERNAME")
+    """The tracking server's admin user (MLflow's admin_username): training, promotions, the CLI and the UI sign
+    in as this user."""
+    admin_password: SecretStr | None = Field(None, validation_alias="SANDBOX_AUTH_ADMIN_PASSWORD")
+    """The admin's password (at least 12 characters, MLflow's minimum). Required with SANDBOX_AUTH=true. Set at
+    every start of the tracking server: .env stays the truth, and a password changed in MLflow is reset."""
+    serving_username: str = Field("serving", min_length=1, validation_alias="SANDBOX_AUTH_SERVING_USERNAME")
+    """The read-only user that serving signs in as: it reads the registry and downloads models, and cannot
+    promote. The tracking server creates it at start."""
+    serving_password: SecretStr | None = Field(None, validation_alias="SANDBOX_AUTH_SERVING_PASSWORD")
+    """The serving user's password (at least 12 characters). Compose: required with SANDBOX_AUTH=true; the
+    local stack generates one and keeps it in SANDBOX_DIR when unset."""
+    flask_secret_key: SecretStr | None = Field(None, validation_alias="MLFLOW_FLASK_SERVER_SECRET_KEY")
+    """MLflow's own: the key that signs the auth app's sessions and CSRF tokens (any long random string). Compose:
+    required with SANDBOX_AUTH=true; the local stack generates one and keeps it in SANDBOX_DIR when unset."""
+    database_uri: str = Field(
+        "sqlite:///basic_auth.db", validation_alias="SANDBOX_AUTH_DATABASE_URI", json_schema_extra=PER_PROCESS
+    )
+    """The auth app's own database of users and permissions (MLflow's database_uri), apart from the tracking
+    store. Compose: basic_auth.db in the mlflow-db volume; local stack: SANDBOX_DIR/basic_auth.db."""
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> AuthSettings:
+        """Replaces the parent's check, for all environments: with auth on, a secret everybody knows is no
+        secret, and with it off these are not read at all."""
+        if not self.enabled:
+            return self
+        self.require("admin_password")
+        for name in ("serving_password", "flask_secret_key"):
+            if getattr(self, name) is not None:
+                self.require(name)
+        if self.admin_username == self.serving_username:
+            raise ValueError(
+                "SANDBOX_AUTH_SERVING_USERNAME must differ from SANDBOX_AUTH_ADMIN_USERNAME: serving's user is "
+                "read-only"
+            )
+        return self
+
+    def require(self, name: str) -> SecretStr:
+        """The secret of field `name`; ValueError naming its variable when it is unset, empty, the placeholder
+        of .env.example, or (a password) shorter than MLflow's minimum."""
+        variable = type(self).model_fields[name].validation_alias
+        value = getattr(self, name)
+        secret = value.get_secret_value() if value is not None else ""
+        if not secret:
+            raise ValueError(f"SANDBOX_AUTH is on, and {variable} is unset or empty: set it in .env ({AUTH_DOCS})")
+        if PLACEHOLDER in secret:
+            raise ValueError(
+                f"SANDBOX_AUTH is on, and {variable} still holds the placeholder from .env.example: set a secret "
+                "of your own in .env"
+            )
+        if name.endswith("password") and len(secret) < MIN_PASSWORD_LENGTH:
+            raise ValueError(
+                f"{variable} is {len(secret)} characters long; MLflow's auth app needs at least {MIN_PASSWORD_LENGTH}"
+            )
+        return SecretStr(secret)
 
 
 class MnistSettings(SandboxSettings):

@@ -24,6 +24,7 @@ from infra.ops.rollout.settings import RolloutSettings
 from infra.settings import ComposeSettings, StackSettings
 from mlops_sandbox.settings import (
     ArtifactStoreSettings,
+    AuthSettings,
     EndpointSettings,
     MnistSettings,
     ModelReference,
@@ -60,6 +61,11 @@ SECTIONS = (
     Section("MNIST", MnistSettings, "training, predict, the gate, the rehearsal"),
     Section("Object store", ArtifactStoreSettings, "the tracking server, create-bucket, the S3 stand-in"),
     Section("MLflow tracking server", TrackingServerSettings, "services/mlflow"),
+    Section(
+        "Authentication (MLflow's basic-auth app)",
+        AuthSettings,
+        "the tracking server, the local stack and the `sandbox` command",
+    ),
     Section("Training job", TrainingSettings, "training/"),
     Section("Serving (MLServer through `mlflow models serve --enable-mlserver`)", ServingSettings, "services/serving"),
     Section("Gate and rehearsal", EndpointSettings, "`infra.ops.registry promote --gate`, `infra.ops.rehearsal`"),

@@ -14,13 +14,14 @@ from typing import Literal
 from pydantic import Field
 
 from infra.settings import StackSettings
-from mlops_sandbox.settings import SandboxSettings, composed
+from mlops_sandbox.settings import AuthSettings, SandboxSettings, composed
 
 
 class LocalStackSettings(SandboxSettings):
     """The sandbox as local processes: `python -m infra.local.stack` (bash infra/sandbox.sh)."""
 
     stack: StackSettings = composed(StackSettings, "SANDBOX_LOCAL_STACK")
+    auth: AuthSettings = composed(AuthSettings, "SANDBOX_LOCAL_AUTH")
     sandbox_dir: Path = Field(Path(".sandbox"), validation_alias="SANDBOX_DIR")
     """All local state: the SQLite store, S3 objects, served versions, logs and PID files."""
     artifact_store: Literal["s3", "local"] = Field("s3", validation_alias="SANDBOX_ARTIFACT_STORE")

@@ -19,6 +19,7 @@ import secrets
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.fernet import Fernet
@@ -68,20 +69,60 @@ class Stack:
         return json.loads(path.read_text())
 
     def _webhook_secrets(self) -> dict[str, str]:
-        """The webhook's HMAC secret (serving) and the key MLflow encrypts it with: from the environment (or
-        .env) when set, else generated once and kept (mode 600). The placeholders of .env.example count as
-        unset here: MLflow cannot start on a Fernet key that is not one."""
-        names = ("SANDBOX_SERVING_WEBHOOK_SECRET", "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY")
-        given = {k: os.environ.get(k, "") for k in names}
+        """The webhook's HMAC secret (serving) and the key MLflow encrypts it with (see `_kept_secrets`). The
+        placeholders of .env.example count as unset here: MLflow cannot start on a Fernet key that is not one."""
+        return self._kept_secrets(
+            "webhook-secrets.json",
+            {
+                "SANDBOX_SERVING_WEBHOOK_SECRET": lambda: secrets.token_hex(32),
+                "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": lambda: Fernet.generate_key().decode(),
+            },
+        )
+
+    def _auth_secrets(self) -> dict[str, str]:
+        """The serving user's password and the auth app's Flask key (see `_kept_secrets`); the admin's password
+        is yours to set (SANDBOX_AUTH_ADMIN_PASSWORD): you sign in to the UI with it."""
+        return self._kept_secrets(
+            "auth-secrets.json",
+            {
+                "SANDBOX_AUTH_SERVING_PASSWORD": lambda: secrets.token_urlsafe(24),
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": lambda: secrets.token_hex(32),
+            },
+        )
+
+    def _kept_secrets(self, filename: str, generators: dict[str, Callable[[], str]]) -> dict[str, str]:
+        """The secrets named by `generators`: from the environment (or .env) when set, else generated once and
+        kept in SANDBOX_DIR/`filename` (mode 600), so that a restart finds the same ones."""
+        given = {k: os.environ.get(k, "") for k in generators}
         if all(value and not value.startswith(PLACEHOLDER) for value in given.values()):
             return given
-        path = self.settings.root / "webhook-secrets.json"
+        path = self.settings.root / filename
         if not path.exists():
-            keys = {names[0]: secrets.token_hex(32), names[1]: Fernet.generate_key().decode()}
             path.touch(mode=0o600)
-            path.write_text(json.dumps(keys))
+            path.write_text(json.dumps({k: generate() for k, generate in generators.items()}))
         kept = json.loads(path.read_text())
         return {k: v if v and not v.startswith(PLACEHOLDER) else kept[k] for k, v in given.items()}
+
+    def _sign_in(self, env: dict[str, str], name: str) -> None:
+        """With SANDBOX_AUTH on: serving signs in as the read-only serving user, every other client as the admin
+        (MLflow's client reads MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD), and the tracking server
+        gets what it needs to create both. Only the tracking server sees the admin's password variable."""
+        auth = self.settings.auth
+        if name != "mlflow":
+            env.pop("SANDBOX_AUTH_ADMIN_PASSWORD", None)
+        if not auth.enabled:
+            return
+        kept = self._auth_secrets()
+        if name == "mlflow":
+            env.update(kept)
+            if not env.get("SANDBOX_AUTH_DATABASE_URI"):
+                env["SANDBOX_AUTH_DATABASE_URI"] = f"sqlite:///{self.settings.root / 'basic_auth.db'}"
+        elif name in ("serving", "serving-staging"):
+            env["MLFLOW_TRACKING_USERNAME"] = auth.serving_username
+            env["MLFLOW_TRACKING_PASSWORD"] = kept["SANDBOX_AUTH_SERVING_PASSWORD"]
+        else:
+            env["MLFLOW_TRACKING_USERNAME"] = auth.admin_username
+            env["MLFLOW_TRACKING_PASSWORD"] = auth.require("admin_password").get_secret_value()
 
     def env(self, name: str) -> dict[str, str]:
         """The environment of process `name`: yours, plus what ties the services together."""
@@ -98,6 +139,7 @@ class Stack:
         env["SANDBOX_ROUTER_GRPC_TARGET"] = f"{s.host}:{ports.router_grpc_port}"
         env["SANDBOX_REHEARSAL_REST_TRAFFIC_METRICS"] = f"127.0.0.1:{ports.traffic_metrics_port}"
         env["SANDBOX_REHEARSAL_GRPC_TRAFFIC_METRICS"] = f"127.0.0.1:{ports.traffic_grpc_metrics_port}"
+        self._sign_in(env, name)
         if name == "s3":
             env.update(self._s3_credentials())
             env["SANDBOX_S3_SERVER_ADDRESS"] = f"{bind}:{ports.s3_port}"
@@ -222,7 +264,13 @@ def up(stack: Stack, *, train: bool) -> None:
             else ""
         )
         + f"  Logs:                    {s.logs}\n"
-        f"  Registry:                MLFLOW_TRACKING_URI={mlflow_url} python -m infra.ops.registry list\n"
+        + (
+            f"  Sign in (basic auth):    user {s.auth.admin_username}, password SANDBOX_AUTH_ADMIN_PASSWORD; serving "
+            f"reads as {s.auth.serving_username}\n"
+            if s.auth.enabled
+            else "  Authentication:          off (SANDBOX_AUTH): turn it on before others can reach these ports\n"
+        )
+        + f"  Registry:                MLFLOW_TRACKING_URI={mlflow_url} python -m infra.ops.registry list\n"
         "  Stop:                    bash infra/sandbox.sh down"
     )
 

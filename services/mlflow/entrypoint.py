@@ -6,20 +6,26 @@ Before anything is started: waits (boundedly) for the backend store's database a
 and checks the bucket; then it brings the database schema to the one this MLflow expects, with MLflow's
 own migrations (see `prepare_schema`). Only then does it run `mlflow server`, with one worker and no job
 runner, supervised as a process group. A database that is unreachable or refuses the credentials stops it
-here with a message naming the host, so the server never runs half-way.
+here with a message naming the host, so the server never runs half-way. With SANDBOX_AUTH=true it runs
+MLflow's basic-auth app, after writing the admin and the read-only serving user into the app's database
+(services/mlflow/auth.py); a missing or placeholder secret stops it first, naming the variable.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 import sqlalchemy
+from mlflow.exceptions import MlflowException
 from pydantic import ValidationError
 
 from mlops_sandbox.processes import run_supervised
 from mlops_sandbox.s3 import bucket_exists, s3_client, wait_for_s3
 from mlops_sandbox.waiting import DependencyUnavailable
+from services.mlflow import auth
 from services.mlflow.database import database_address, prepare_schema, wait_for_database
 from services.mlflow.settings import TrackingServerSettings
 
@@ -43,12 +49,17 @@ def server_command(settings: TrackingServerSettings) -> list[str]:
         str(settings.workers),
         "--allowed-hosts",
         settings.allowed_hosts,
+        *(["--app-name", auth.APP_NAME] if settings.auth.enabled else []),
     ]
 
 
-def server_env(settings: TrackingServerSettings) -> dict[str, str]:
-    """The server's environment: MLflow reads the backend store from MLFLOW_BACKEND_STORE_URI itself."""
+def server_env(settings: TrackingServerSettings, auth_config: Path | None = None) -> dict[str, str]:
+    """The server's environment: MLflow reads the backend store from MLFLOW_BACKEND_STORE_URI itself, and the
+    auth app its INI file (`auth_config`, written by `auth.write_config`) from MLFLOW_AUTH_CONFIG_PATH."""
     env = dict(os.environ)
+    if auth_config is not None:
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config)
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = settings.auth.require("flask_secret_key").get_secret_value()
     env["MLFLOW_BACKEND_STORE_URI"] = settings.backend_store_uri.get_secret_value()
     # The job runner (huey) is only needed for MLflow's GenAI jobs; without it the server is 2 processes.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -84,6 +95,7 @@ def main() -> int:
         wait_for_database(settings)
         check_artifact_store(settings)
         schema = prepare_schema(settings)
+        users = auth.provision_users(settings.auth) if settings.auth.enabled else None
     except ValidationError as err:
         print(f"invalid tracking-server settings:\n{err}", file=sys.stderr)
         return 2
@@ -93,10 +105,13 @@ def main() -> int:
     except sqlalchemy.exc.SQLAlchemyError as err:
         print(
             f"error: preparing the MLflow schema in "
-            f"{database_address(settings.backend_store_uri.get_secret_value())} failed: "
-            f"{str(err).splitlines()[0]}",
+            f"{database_address(settings.backend_store_uri.get_secret_value())} or the auth database in "
+            f"{database_address(settings.auth.database_uri)} failed: {str(err).splitlines()[0]}",
             file=sys.stderr,
         )
+        return 1
+    except MlflowException as err:
+        print(f"error: MLflow's auth store refused a user: {err.message}", file=sys.stderr)
         return 1
     backend = settings.backend_store_uri.get_secret_value()
     if settings.webhook_secret_encryption_key is None:
@@ -111,9 +126,16 @@ def main() -> int:
         f"artifacts {settings.artifacts_destination}",
         flush=True,
     )
-    return run_supervised(
-        server_command(settings), env=server_env(settings), grace=settings.shutdown_grace_seconds, name="mlflow"
-    )
+    if users is None:
+        print("mlflow: authentication is off (SANDBOX_AUTH=false): whoever reaches the port can change it", flush=True)
+        return run_supervised(
+            server_command(settings), env=server_env(settings), grace=settings.shutdown_grace_seconds, name="mlflow"
+        )
+    print(f"mlflow: basic-auth app on, users in {database_address(settings.auth.database_uri)}: {users}", flush=True)
+    # The INI holds the admin's password: a private folder, removed when the server stops.
+    with tempfile.TemporaryDirectory(prefix="mlflow-auth-") as folder:
+        env = server_env(settings, auth.write_config(settings.auth, Path(folder)))
+        return run_supervised(server_command(settings), env=env, grace=settings.shutdown_grace_seconds, name="mlflow")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,14 @@ from __future__ import annotations
 from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, model_validator
 
-from mlops_sandbox.settings import IN_ENV_EXAMPLE, PER_PROCESS, PLACEHOLDER, ArtifactStoreSettings
+from mlops_sandbox.settings import (
+    IN_ENV_EXAMPLE,
+    PER_PROCESS,
+    PLACEHOLDER,
+    ArtifactStoreSettings,
+    AuthSettings,
+    composed,
+)
 
 # MLflow >= 3.5 answers 403 "Invalid Host header" to any Host not listed, and setting the list replaces
 # its defaults, so localhost and the compose service name are both listed (with any port).
@@ -59,6 +66,16 @@ class TrackingServerSettings(ArtifactStoreSettings):
     webhook_cache_ttl: int = Field(1, ge=0, le=3600, validation_alias="MLFLOW_WEBHOOK_CACHE_TTL")
     """Seconds MLflow keeps its list of webhooks per event. MLflow's 60 left a webhook registered just after
     an event deaf for up to a minute; an alias event costs one indexed query more at 1."""
+
+    auth: AuthSettings = composed(AuthSettings, "SANDBOX_AUTH_SETTINGS")
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> TrackingServerSettings:
+        """The server needs every secret of the auth app, not only the admin's (which AuthSettings requires)."""
+        if self.auth.enabled:
+            self.auth.require("serving_password")
+            self.auth.require("flask_secret_key")
+        return self
 
     @model_validator(mode="after")
     def _check_fernet_key(self) -> TrackingServerSettings:

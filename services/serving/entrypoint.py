@@ -166,6 +166,12 @@ def register_or_stop(settings: ServingSettings, client: MlflowClient, receiver: 
     except REGISTRATION_ERRORS as err:
         receiver.stop()
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, MlflowException) and err.error_code == "PERMISSION_DENIED":
+            # MLflow 3.12's basic-auth app lets admins only list or create webhooks; serving's user reads.
+            reason = (
+                f"user {settings.tracking.username!r} may not register webhooks (MLflow's basic-auth app allows "
+                "admins only, and serving's user is read-only)"
+            )
         print(f"serving: webhooks off, {polling(settings)}: MLflow did not register {url}: {reason}", flush=True)
         return False
     print(

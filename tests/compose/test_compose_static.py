@@ -274,3 +274,36 @@ def test_prometheus_runs_by_default_and_the_monitoring_profile_adds_grafana_wire
     assert environment["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
     assert environment["GF_AUTH_DISABLE_LOGIN_FORM"] == "true" and environment["GF_AUTH_BASIC_ENABLED"] == "false"
     assert not [name for name in environment if re.search(r"PASSWORD|SECRET|TOKEN|KEY", name)]
+
+
+def test_with_auth_on_clients_sign_in_as_the_admin_and_serving_as_its_read_only_user(tmp_path: Path) -> None:
+    secrets = {
+        "SANDBOX_AUTH_ADMIN_PASSWORD": "admin-password-0123",
+        "SANDBOX_AUTH_SERVING_PASSWORD": "serving-password-0123",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-key-0123456789",
+    }
+    text = ENV_EXAMPLE.read_text().replace("SANDBOX_AUTH=false\n", "SANDBOX_AUTH=true\n")
+    for name, value in secrets.items():
+        text = re.sub(rf"(?m)^{name}=.*$", "", text) + f"{name}={value}\n"
+    env_file = tmp_path / "env"
+    env_file.write_text(text)
+    result = compose("--profile", "*", "config", "--format", "json", env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    mlflow = services["mlflow"]["environment"]
+    assert mlflow["SANDBOX_AUTH"] == "true"
+    assert {name: mlflow[name] for name in secrets} == secrets
+    assert mlflow["SANDBOX_AUTH_DATABASE_URI"] == "sqlite:////var/lib/mlflow/basic_auth.db", "in the mlflow-db volume"
+    for name in ("training", "cli"):
+        environment = services[name]["environment"]
+        assert (environment["MLFLOW_TRACKING_USERNAME"], environment["MLFLOW_TRACKING_PASSWORD"]) == (
+            "admin",
+            "admin-password-0123",
+        ), name
+    for name in ("serving", "serving-staging"):
+        environment = services[name]["environment"]
+        assert (environment["MLFLOW_TRACKING_USERNAME"], environment["MLFLOW_TRACKING_PASSWORD"]) == (
+            "serving",
+            "serving-password-0123",
+        ), name
+        assert "admin-password-0123" not in json.dumps(services[name]), f"{name} must not see the admin's password"

@@ -36,3 +36,23 @@ def test_unknown_or_missing_subcommands_print_the_usage(capsys: pytest.CaptureFi
     assert cli.main(["--help"]) == 0
     usage = capsys.readouterr().out
     assert all(name in usage for name in ("up", "train", "promote", "rollback", "list", "rehearse"))
+
+
+def test_with_auth_on_the_subcommands_sign_in_as_the_admin_of_dot_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli.os, "execv", lambda path, argv: None)
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "SANDBOX_AUTH_ADMIN_PASSWORD"):
+        os.environ.pop(name, None)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("SANDBOX_AUTH=true\nSANDBOX_AUTH_ADMIN_PASSWORD=admin-password-0123\n")
+    cli.main(["list"])
+    assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == (
+        "admin",
+        "admin-password-0123",
+    )
+    # A user named in MLflow's own variable wins over the admin.
+    os.environ.update(MLFLOW_TRACKING_USERNAME="alice", MLFLOW_TRACKING_PASSWORD="alices-password-0123")
+    cli.main(["list"])
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"

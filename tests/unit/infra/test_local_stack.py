@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from infra.local.settings import LocalStackSettings
 from infra.local.stack import Stack, read_env_file
@@ -45,3 +46,36 @@ def test_each_process_is_told_where_the_others_are(tmp_path: Path, monkeypatch: 
     assert production["MLSERVER_HTTP_PORT"] == "18080" and staging["MLSERVER_HTTP_PORT"] == "8090"
     assert stack.env("training")["SANDBOX_SERVING_URL"] == "http://127.0.0.1:18080"
     assert "AWS_SECRET_ACCESS_KEY" not in stack.env("training"), "clients need no object-store credentials"
+
+
+def test_with_auth_on_serving_signs_in_read_only_and_only_the_server_sees_the_admin_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_DIR", str(tmp_path))
+    monkeypatch.setenv("SANDBOX_AUTH", "true")
+    monkeypatch.setenv("SANDBOX_AUTH_ADMIN_PASSWORD", "admin-password-0123")
+    for name in ("SANDBOX_AUTH_SERVING_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "SANDBOX_AUTH_DATABASE_URI"):
+        monkeypatch.delenv(name, raising=False)
+    stack = Stack(LocalStackSettings())
+    mlflow, serving, staging = stack.env("mlflow"), stack.env("serving"), stack.env("serving-staging")
+    assert mlflow["SANDBOX_AUTH_DATABASE_URI"] == f"sqlite:///{tmp_path / 'basic_auth.db'}"
+    assert len(mlflow["SANDBOX_AUTH_SERVING_PASSWORD"]) >= 12 and mlflow["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    assert (tmp_path / "auth-secrets.json").stat().st_mode & 0o077 == 0
+    for endpoint in (serving, staging):
+        assert endpoint["MLFLOW_TRACKING_USERNAME"] == "serving"
+        assert endpoint["MLFLOW_TRACKING_PASSWORD"] == mlflow["SANDBOX_AUTH_SERVING_PASSWORD"], "one kept password"
+        assert "SANDBOX_AUTH_ADMIN_PASSWORD" not in endpoint
+    for job in ("training", "promote", "rehearsal", "predict"):
+        env = stack.env(job)
+        assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == ("admin", "admin-password-0123")
+        assert "SANDBOX_AUTH_ADMIN_PASSWORD" not in env
+
+
+def test_with_auth_on_the_stack_refuses_to_start_without_an_admin_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_DIR", str(tmp_path))
+    monkeypatch.setenv("SANDBOX_AUTH", "true")
+    monkeypatch.setenv("SANDBOX_AUTH_ADMIN_PASSWORD", "change-me-admin-password")
+    with pytest.raises(ValidationError, match="SANDBOX_AUTH_ADMIN_PASSWORD still holds the placeholder"):
+        LocalStackSettings()
