@@ -19,6 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
 SMOKE_OVERRIDE = ROOT / ".ci" / "compose.smoke.yaml"
+SCALE_OVERRIDE = ROOT / "infra" / "compose" / "scale.yaml"
 DOCKERFILE = ROOT / "infra" / "images" / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 COMPOSE = Path(sys.executable).with_name("docker-compose")
@@ -307,3 +308,20 @@ def test_with_auth_on_clients_sign_in_as_the_admin_and_serving_as_its_read_only_
             "serving-password-0123",
         ), name
         assert "admin-password-0123" not in json.dumps(services[name]), f"{name} must not see the admin's password"
+
+
+def test_the_scale_override_unpublishes_production_alone_so_replicas_sit_behind_the_router() -> None:
+    # Two replicas cannot bind one host port: `--scale serving=N` needs production's ports gone, and the router,
+    # which resolves `serving` to every replica, in front of them.
+    scaled = compose("--profile", "*", "config", "--format", "json", files=(COMPOSE_FILE, SCALE_OVERRIDE))
+    assert scaled.returncode == 0, scaled.stderr
+    services, default = json.loads(scaled.stdout)["services"], full_config()["services"]
+    assert "ports" not in services["serving"] and default["serving"]["ports"]
+    assert {name: service for name, service in services.items() if name != "serving"} == {
+        name: service for name, service in default.items() if name != "serving"
+    }
+    assert services["router"]["environment"]["SANDBOX_ROUTER_PRODUCTION_REST"] == "serving:8080"
+    assert services["router"]["environment"]["SANDBOX_ROUTER_PRODUCTION_GRPC"] == "serving:8081"
+    assert {key: value for key, value in services["serving"].items() if key != "ports"} == {
+        key: value for key, value in default["serving"].items() if key != "ports"
+    }
