@@ -5,9 +5,9 @@
 - Adaptive batching: requests whose data are numpy arrays (raw gRPC, binary REST) are merged with
   `np.concatenate`; MLServer's `_merge_data` knows lists only, and would return a list of arrays, or, mixed
   with a JSON request, add the two element by element (`sum(all_data, [])`).
-- REST: the V2 binary tensor data extension (services/serving/binary_rest.py) is added to the FastAPI app
-  that `mlserver.rest.server.RESTServer` builds with `create_app`, inside MLServer's own middlewares
-  (metrics, gzip), in front of its routes.
+- REST: the request-size limit (services/serving/limits.py) and the V2 binary tensor data extension
+  (services/serving/binary_rest.py) are added to the FastAPI app that `mlserver.rest.server.RESTServer`
+  builds with `create_app`, inside MLServer's own middlewares (metrics, gzip), in front of its routes.
 
 MLServer 1.7.1 has had no release since, and the project pins it (pyproject.toml); `install` refuses any
 other version, or a patched function whose signature moved, with a RuntimeError naming it, and
@@ -37,6 +37,7 @@ from mlserver.types import TensorData
 from starlette.middleware import Middleware
 
 from services.serving.binary_rest import BinaryTensorMiddleware
+from services.serving.limits import RequestSizeLimit
 from services.serving.tensors import DTYPES, TensorBytesError, from_bytes
 
 MLSERVER_VERSION = "1.7.1"
@@ -108,10 +109,14 @@ def merge_data(all_data: list[Any]) -> Any:
 
 
 def create_app(settings: mlserver.settings.Settings, data_plane: DataPlane, model_repository_handlers: Any) -> FastAPI:
-    """MLServer's REST app with the binary tensor data extension in front of its routes, inside its own
-    middlewares, so binary requests are counted and logged as JSON ones are."""
+    """MLServer's REST app with, in front of its routes and inside its own middlewares (so that these requests
+    are counted and logged as the others are): the request-size limit (services/serving/limits.py), then the
+    binary tensor data extension, each when `install` was asked for it."""
     app: FastAPI = ORIGINALS["mlserver.rest.server.create_app"](settings, data_plane, model_repository_handlers)
-    app.user_middleware.append(Middleware(BinaryTensorMiddleware, data_plane=data_plane))
+    if INSTALLED["max_request_bytes"]:
+        app.user_middleware.append(Middleware(RequestSizeLimit, max_bytes=INSTALLED["max_request_bytes"]))
+    if INSTALLED["fast_tensors"]:
+        app.user_middleware.append(Middleware(BinaryTensorMiddleware, data_plane=data_plane))
     return app
 
 
@@ -123,15 +128,23 @@ REPLACEMENTS: dict[str, Callable[..., Any]] = {
 ORIGINALS = {name: original for name, (_, original, _) in PATCHED.items()}
 
 
-def install() -> None:
-    """Replace MLServer's functions named in PATCHED by this module's; a second call changes nothing.
+INSTALLED: dict[str, Any] = {"fast_tensors": False, "max_request_bytes": None}
+"""What the last `install` asked for; read by create_app when MLServer builds its REST app."""
+
+
+def install(fast_tensors: bool = True, max_request_bytes: int | None = None) -> None:
+    """Replace MLServer's functions named in PATCHED by this module's: with `fast_tensors`, all of them (numpy
+    views of raw and binary tensors); without, only the REST app's, for the request-size limit when
+    `max_request_bytes` (bytes) is given. A second call with the same arguments changes nothing.
 
     Raises RuntimeError, listing `problems()`, when the installed MLServer is not the one they fit.
     """
     if found := problems():
         raise RuntimeError("MLServer's internals changed, the sandbox's patches do not fit: " + "; ".join(found))
-    for name, (module, _, _) in PATCHED.items():
-        setattr(module, name.rsplit(".", 1)[1], REPLACEMENTS[name])
+    INSTALLED.update(fast_tensors=fast_tensors, max_request_bytes=max_request_bytes)
+    for name, (module, original, _) in PATCHED.items():
+        replaced = fast_tensors or name == "mlserver.rest.server.create_app"
+        setattr(module, name.rsplit(".", 1)[1], REPLACEMENTS[name] if replaced else original)
 
 
 class SandboxModelRepository(SchemalessModelRepository):
@@ -141,6 +154,7 @@ class SandboxModelRepository(SchemalessModelRepository):
     `model_repository_implementation`: the one setting that runs this project's code that early.
     """
 
-    def __init__(self, root: str, **kwargs: Any) -> None:
-        install()
-        super().__init__(root, **kwargs)
+    def __init__(self, root: str, fast_tensors: bool = True, max_request_bytes: int | None = None) -> None:
+        # Both come from settings.json's `model_repository_implementation_args` (ServingSettings.server_settings).
+        install(fast_tensors=fast_tensors, max_request_bytes=max_request_bytes)
+        super().__init__(root)

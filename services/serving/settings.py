@@ -73,8 +73,8 @@ class ServingSettings(SandboxSettings):
     MLflow's pyfunc checks (services/serving/direct.py); other requests take MLflow's path either way."""
     fast_tensors: bool = Field(True, validation_alias="SANDBOX_SERVING_FAST_TENSORS")
     """Read raw gRPC tensors and V2 binary REST tensors (tritonclient's default) with np.frombuffer instead of
-    MLServer's Python lists (services/serving/patches.py). Off: MLServer 1.7.1 as released, whose REST
-    endpoint answers binary requests 422."""
+    MLServer's Python lists (services/serving/patches.py). Off: MLServer 1.7.1's own decoding, whose REST
+    endpoint answers binary requests 422 (the request-size limit stays)."""
     gc_freeze: bool = Field(True, validation_alias="SANDBOX_SERVING_GC_FREEZE")
     """Keep the loaded model and libraries out of the garbage collector's full passes (gc.freeze; see
     services/serving/runtime.py): they stalled the server for long pauses under load."""
@@ -84,11 +84,13 @@ class ServingSettings(SandboxSettings):
     max_batch_time: float = Field(0.0002, ge=0, le=1, validation_alias="MLSERVER_MODEL_MAX_BATCH_TIME")
     """Seconds a request may wait for others to join its batch. Every lone request waits this long, so it is
     kept well under the cost of one request."""
-    grpc_max_message_length: int = Field(
-        64 * 2**20, ge=4 * 2**20, le=2**31 - 1, validation_alias="MLSERVER_GRPC_MAX_MESSAGE_LENGTH"
+    max_request_bytes: int = Field(
+        64 * 2**20, ge=4 * 2**20, le=2**31 - 1, validation_alias="SANDBOX_SERVING_MAX_REQUEST_BYTES"
     )
-    """The largest gRPC request or answer, in bytes. gRPC's own default of 4 MiB refused a 1,500-image batch
-    (4.7 MB) that REST served; 64 MiB holds 10,000 images as FP32 (31.4 MB) with room to spare."""
+    """The largest request, in bytes, over either protocol: MLServer's `grpc_max_message_length` (gRPC answers
+    RESOURCE_EXHAUSTED over it), and the REST body limit (413; services/serving/limits.py). gRPC's own default
+    of 4 MiB refused a 1,500-image batch (4.7 MB) that REST served. 64 MiB holds 10,000 MNIST test images as
+    JSON (51 to 58 MiB, measured) and as gRPC FP32 (30 MiB)."""
     env_manager: str = Field("local", validation_alias="SANDBOX_SERVING_ENV_MANAGER")
     """`mlflow models serve --env-manager`: local uses this image's or venv's packages; virtualenv builds the
     model's own environment from its logged requirements (needs pyenv and network access)."""
@@ -136,11 +138,14 @@ class ServingSettings(SandboxSettings):
         fields: dict[str, object] = {
             "parallel_workers": self.workers,
             "debug": self.debug,
-            "grpc_max_message_length": self.grpc_max_message_length,
-        }
-        if self.fast_tensors:
+            "grpc_max_message_length": self.max_request_bytes,
             # MLServer builds its model repository before its servers: this one installs the patches first.
-            fields["model_repository_implementation"] = "services.serving.patches.SandboxModelRepository"
+            "model_repository_implementation": "services.serving.patches.SandboxModelRepository",
+            "model_repository_implementation_args": {
+                "fast_tensors": self.fast_tensors,
+                "max_request_bytes": self.max_request_bytes,
+            },
+        }
         return fields
 
     @property

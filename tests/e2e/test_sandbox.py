@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import textwrap
 import time
@@ -64,16 +65,31 @@ def test_grpc_answers_as_rest_does(stack: Stack, mnist_root: Path) -> None:
     assert summary in grpc.stdout and grpc.stdout.startswith(f"grpc://{grpc_address}")
 
 
-def test_a_batch_that_rest_serves_grpc_serves_too(stack: Stack, mnist_root: Path) -> None:
-    # 2,000 images are 6.3 MB as FP32: over gRPC's default limit of 4 MiB (MLSERVER_GRPC_MAX_MESSAGE_LENGTH).
+def test_a_batch_of_10000_images_is_served_over_both_protocols(stack: Stack, mnist_root: Path) -> None:
+    # 10,000 images: about 55 MiB as JSON, 30 MiB as gRPC FP32, both within the one limit of 64 MiB
+    # (SANDBOX_SERVING_MAX_REQUEST_BYTES); gRPC's own default of 4 MiB refused 1,500 that REST served.
     env = stack.client_env(SANDBOX_MNIST_ROOT=str(mnist_root))
-    batch = ("-n", "2000", "--batch-size", "2000")
+    batch = ("-n", "10000", "--batch-size", "10000")
     rest = run_module("infra.ops.predict", "--serving-url", stack.serving_url, *batch, env=env)
     grpc_address = f"127.0.0.1:{stack.grpc_port}"
     grpc = run_module("infra.ops.predict", "--serving-url", grpc_address, "--protocol", "grpc", *batch, env=env)
     assert rest.returncode == 0, rest.stdout + rest.stderr
     assert grpc.returncode == 0, grpc.stdout + grpc.stderr
-    assert "/2000 test images" in rest.stdout and "/2000 test images" in grpc.stdout
+    assert "/10000 test images" in rest.stdout and "/10000 test images" in grpc.stdout
+    assert rest.stdout.split(": ", 1)[1].split(";")[0] in grpc.stdout, "the two protocols answered differently"
+
+
+def test_a_rest_body_over_the_limit_is_refused_with_413_before_it_is_sent(stack: Stack) -> None:
+    # Only the headers go out: the server answers from Content-Length, without reading 65 MiB.
+    host, port = "127.0.0.1", int(stack.serving_url.rsplit(":", 1)[1])
+    with socket.create_connection((host, port), timeout=30) as connection:
+        connection.sendall(
+            f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {65 * 2**20}\r\n\r\n".encode()
+        )
+        answer = connection.makefile("rb").read().decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413"), answer[:500]
+    assert "SANDBOX_SERVING_MAX_REQUEST_BYTES" in answer
 
 
 LOAD_SNIPPET = """
