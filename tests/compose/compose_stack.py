@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = Path(sys.executable).with_name("docker-compose")
 DOCKER = "/usr/bin/docker"
 SMOKE_OVERRIDE = ROOT / ".ci" / "compose.smoke.yaml"
+SCALE_OVERRIDE = ROOT / "infra" / "compose" / "scale.yaml"
 MODEL_NAME = "pytorch_simplenn_mnist"
 BASE_IMAGE = "mlops-sandbox-base/python:3.11-bookworm"
 # The tags the smoke test builds, and removes when it is done.
@@ -63,6 +64,8 @@ class ComposeStack:
     workdir: Path
     mnist_dir: Path
     settings: dict[str, str] = field(default_factory=dict)
+    # Production replicas: more than one runs with infra/compose/scale.yaml, reached through the router.
+    replicas: int = 1
 
     def __post_init__(self) -> None:
         self.project = f"mlops-smoke-{self.backend}-{os.getpid()}"
@@ -120,6 +123,7 @@ class ComposeStack:
             str(ROOT / "compose.yaml"),
             "-f",
             str(SMOKE_OVERRIDE),
+            *(["-f", str(SCALE_OVERRIDE)] if self.replicas > 1 else []),
             *args,
         ]
         result = subprocess.run(
@@ -136,11 +140,21 @@ class ComposeStack:
         result = self.compose("logs", "--no-color", "--tail", str(tail), *services, check=False, timeout=120)
         return result.stdout[-8000:] + result.stderr[-1000:]
 
-    def containers(self) -> dict[str, dict]:
-        """Service name -> its container's state (`docker compose ps -a`)."""
+    def up(self, wait_seconds: int) -> None:
+        """`up --detach --wait`, with the production replicas this stack runs."""
+        scale = ["--scale", f"serving={self.replicas}"] if self.replicas > 1 else []
+        self.compose(
+            "up", "--detach", "--wait", "--wait-timeout", str(wait_seconds), *scale, timeout=wait_seconds + 300
+        )
+
+    def containers(self) -> dict[str, list[dict]]:
+        """Service name -> the state of each of its containers (`docker compose ps -a`)."""
         out = self.compose("ps", "-a", "--format", "json").stdout.strip()
         rows = json.loads(out) if out.startswith("[") else [json.loads(line) for line in out.splitlines() if line]
-        return {row["Service"]: row for row in rows}
+        by_service: dict[str, list[dict]] = {}
+        for row in rows:
+            by_service.setdefault(row["Service"], []).append(row)
+        return by_service
 
     # --- clients, from the host through the published ports ------------------------------------------
     @property
@@ -149,7 +163,13 @@ class ComposeStack:
 
     @property
     def serving_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['SANDBOX_SERVING_HTTP_PORT']}"
+        """Production's REST endpoint: its own port, or the router in front of its replicas."""
+        port = "SANDBOX_ROUTER_REST_PORT" if self.replicas > 1 else "SANDBOX_SERVING_HTTP_PORT"
+        return f"http://127.0.0.1:{self.ports[port]}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['SANDBOX_PROMETHEUS_PORT']}"
 
     @property
     def router_url(self) -> str:
@@ -176,7 +196,8 @@ class ComposeStack:
 
     @property
     def grpc_address(self) -> str:
-        return f"127.0.0.1:{self.ports['SANDBOX_SERVING_GRPC_PORT']}"
+        port = "SANDBOX_ROUTER_GRPC_PORT" if self.replicas > 1 else "SANDBOX_SERVING_GRPC_PORT"
+        return f"127.0.0.1:{self.ports[port]}"
 
 
 def image_exists(name: str) -> bool:

@@ -171,6 +171,25 @@ def assert_serving_predicts(stack: ComposeStack, images: np.ndarray, labels: np.
     assert f"({correct}/{len(labels)} test images), served version {version}" in grpc.stdout, "gRPC and REST disagree"
 
 
+def assert_both_replicas_answer(stack: ComposeStack, images: np.ndarray) -> None:
+    """Requests through the router reach every production replica: Prometheus, which scrapes each replica by
+    DNS, sees the served-requests counter grow on as many instances as there are replicas (staging gets no
+    traffic from the router outside a rollout)."""
+    client = stack.rest()
+    for start in range(0, 100):
+        client.infer(images[start % len(images) : start % len(images) + 1])
+    query = f"{stack.prometheus_url}/api/v1/query"
+    expression = 'count(sum by (instance) (served_model_requests_total{job="serving"}) > 0)'
+    deadline = time.monotonic() + 60
+    while True:
+        result = requests.get(query, params={"query": expression}, timeout=10).json()["data"]["result"]
+        answered = int(float(result[0]["value"][1])) if result else 0
+        if answered == stack.replicas:
+            return
+        assert time.monotonic() < deadline, f"{answered} of {stack.replicas} replicas answered through the router"
+        time.sleep(2)
+
+
 def snapshot(stack: ComposeStack) -> dict[str, object]:
     """What must survive `down` + `up`: runs, versions and the bucket's objects."""
     client = stack.mlflow()
@@ -189,13 +208,14 @@ def snapshot(stack: ComposeStack) -> dict[str, object]:
 def test_the_compose_stack_trains_serves_and_survives_a_restart(
     images: dict[str, str], backend: str, tmp_path: Path, mnist_root: Path
 ) -> None:
-    stack = ComposeStack(backend, tmp_path, mnist_root)
+    # The PostgreSQL run also scales production to two replicas behind the router (infra/compose/scale.yaml).
+    stack = ComposeStack(backend, tmp_path, mnist_root, replicas=2 if backend == "postgres" else 1)
     test_images, test_labels = load_test_set(mnist_root, download=False, limit=200)
     x, y = test_images.numpy(), test_labels.numpy()
     try:
         began = time.monotonic()
         # Blocks until create-bucket and training have completed and every long-running service is healthy.
-        stack.compose("up", "--detach", "--wait", "--wait-timeout", "1200", timeout=1500)
+        stack.up(1200)
         up_done = time.monotonic()
         first = first_correct_prediction(stack, x, y, timeout=120)
         print(
@@ -205,12 +225,14 @@ def test_the_compose_stack_trains_serves_and_survives_a_restart(
         )
 
         containers = stack.containers()
+        assert len(containers["serving"]) == stack.replicas, containers["serving"]
         for service in ("s3", "mlflow", "serving", "serving-staging", "router", "prometheus") + (
             ("postgres",) if backend == "postgres" else ()
         ):
-            assert containers[service]["Health"] == "healthy", containers[service]
+            assert all(c["Health"] == "healthy" for c in containers[service]), containers[service]
         for job in ("create-bucket", "training"):
-            assert containers[job]["State"] == "exited" and containers[job]["ExitCode"] == 0, containers[job]
+            (container,) = containers[job]
+            assert container["State"] == "exited" and container["ExitCode"] == 0, container
 
         # The tracking server answers through its service name and localhost, and refuses other hosts.
         assert requests.get(f"{stack.mlflow_url}/health", timeout=10).status_code == 200
@@ -254,6 +276,7 @@ def test_the_compose_stack_trains_serves_and_survives_a_restart(
             # The split is back on production, which now serves the promoted canary.
             assert V2Client(stack.router_url, MODEL_NAME).infer(x[:5]).model_version == "6"
         else:
+            assert_both_replicas_answer(stack, x)
             # As the README runs it: no --no-deps, since the training job trains only when nothing is registered.
             predict = stack.compose("run", "--rm", "predict", timeout=600)
             assert "accuracy" in predict.stdout, predict.stdout
@@ -265,7 +288,7 @@ def test_the_compose_stack_trains_serves_and_survives_a_restart(
         stack.compose("down", timeout=300)
         assert not stack.compose("ps", "-a", "-q").stdout.strip()
         # A restart serves what the registry has: `up` trains only when nothing is registered yet.
-        stack.compose("up", "--detach", "--wait", "--wait-timeout", "900", timeout=1200)
+        stack.up(900)
         training_log = stack.logs("training")
         assert re.search(r"@production is version \d+: nothing to train", training_log), training_log
         assert snapshot(stack) == before
