@@ -5,7 +5,8 @@
 - Adaptive batching: requests whose data are numpy arrays (raw gRPC, binary REST) are merged with
   `np.concatenate`; MLServer's `_merge_data` knows lists only, and would return a list of arrays, or, mixed
   with a JSON request, add the two element by element (`sum(all_data, [])`).
-- REST: the request-size limit (services/serving/limits.py) and the V2 binary tensor data extension
+- REST: the streaming routes refused (services/serving/streaming.py), the request-size limit
+  (services/serving/limits.py) and the V2 binary tensor data extension
   (services/serving/binary_rest.py) are added to the FastAPI app that `mlserver.rest.server.RESTServer`
   builds with `create_app`, inside MLServer's own middlewares (metrics, gzip), in front of its routes.
 
@@ -38,6 +39,7 @@ from starlette.middleware import Middleware
 
 from services.serving.binary_rest import BinaryTensorMiddleware
 from services.serving.limits import RequestSizeLimit
+from services.serving.streaming import StreamingRoutesRefused
 from services.serving.tensors import DTYPES, TensorBytesError, from_bytes
 
 MLSERVER_VERSION = "1.7.1"
@@ -110,9 +112,11 @@ def merge_data(all_data: list[Any]) -> Any:
 
 def create_app(settings: mlserver.settings.Settings, data_plane: DataPlane, model_repository_handlers: Any) -> FastAPI:
     """MLServer's REST app with, in front of its routes and inside its own middlewares (so that these requests
-    are counted and logged as the others are): the request-size limit (services/serving/limits.py), then the
-    binary tensor data extension, each when `install` was asked for it."""
+    are counted and logged as the others are): the streaming routes refused (services/serving/streaming.py),
+    the request-size limit (services/serving/limits.py), then the binary tensor data extension, the last two
+    when `install` was asked for them."""
     app: FastAPI = ORIGINALS["mlserver.rest.server.create_app"](settings, data_plane, model_repository_handlers)
+    app.user_middleware.append(Middleware(StreamingRoutesRefused))
     if INSTALLED["max_request_bytes"]:
         app.user_middleware.append(Middleware(RequestSizeLimit, max_bytes=INSTALLED["max_request_bytes"]))
     if INSTALLED["fast_tensors"]:
