@@ -18,7 +18,7 @@ them). A body that does not match its header is answered 400 with the reason.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -28,16 +28,11 @@ from mlserver.types import InferenceRequest, InferenceResponse
 from mlserver.utils import extract_headers, insert_headers
 from pydantic import ValidationError
 
+from services.serving.asgi import ASGIApp, Receive, Scope, Send, error, respond
 from services.serving.tensors import TensorBytesError, from_bytes, to_bytes
 
 HEADER_LENGTH = "inference-header-content-length"
 INFER_PATH = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BinaryRequestError(ValueError):
@@ -142,24 +137,6 @@ async def read_body(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(parts)
-
-
-async def respond(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
-    """Send one complete HTTP response over ASGI."""
-    fields = {"content-length": str(len(body)), **headers}
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(key.encode("latin-1"), value.encode("latin-1")) for key, value in fields.items()],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def error(send: Send, status: int, reason: str) -> None:
-    """An error answer shaped as MLServer's own: {"error": reason}."""
-    await respond(send, status, orjson.dumps({"error": reason}), {"content-type": "application/json"})
 
 
 class BinaryTensorMiddleware:

@@ -9,16 +9,7 @@ fewer bytes over gRPC (4 bytes per FP32 value) than as JSON text, so what REST s
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
-import orjson
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from services.serving.asgi import ASGIApp, Message, Receive, Scope, Send, error
 
 TOO_LARGE = 413
 
@@ -81,11 +72,4 @@ class BodyTooLarge(Exception):
 
 async def refuse(send: Send, reason: str) -> None:
     """Answer 413 with MLServer's error body, `{"error": reason}`, and close the connection (the body is unread)."""
-    body = orjson.dumps({"error": reason})
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": TOO_LARGE, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await error(send, TOO_LARGE, reason, {"connection": "close"})

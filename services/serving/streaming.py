@@ -11,16 +11,8 @@ with MLServer's error body and a pointer to /infer, before MLServer starts a str
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
-import orjson
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from services.serving.asgi import ASGIApp, Receive, Scope, Send, error
 
 STREAMING_PATH = re.compile(
     r"/v2/models/(?P<name>[^/]+)(?:/versions/[^/]+)?/(?P<route>infer_stream|generate_stream|generate)"
@@ -43,7 +35,4 @@ class StreamingRoutesRefused:
             f"model {match['name']} does not stream: {match['route']} is not served; "
             f"send the request to /v2/models/{match['name']}/infer"
         )
-        body = orjson.dumps({"error": reason})
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 404, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await error(send, 404, reason)
