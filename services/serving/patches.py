@@ -5,6 +5,8 @@
 - Adaptive batching: requests whose data are numpy arrays (raw gRPC, binary REST) are merged with
   `np.concatenate`; MLServer's `_merge_data` knows lists only, and would return a list of arrays, or, mixed
   with a JSON request, add the two element by element (`sum(all_data, [])`).
+- gRPC: a request that MLServer's converter cannot decode is INVALID_ARGUMENT, not INTERNAL
+  (`ModelInferRequestConverter.to_types`).
 - REST: the streaming routes refused (services/serving/streaming.py), the request-size limit
   (services/serving/limits.py) and the V2 binary tensor data extension
   (services/serving/binary_rest.py) are added to the FastAPI app that `mlserver.rest.server.RESTServer`
@@ -21,6 +23,7 @@ of this.
 from __future__ import annotations
 
 import inspect
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,10 +34,11 @@ import mlserver.raw
 import mlserver.rest.server
 import numpy as np
 from fastapi import FastAPI
-from mlserver.errors import InferenceError
+from mlserver.errors import InferenceError, MLServerError
+from mlserver.grpc.converters import ModelInferRequestConverter
 from mlserver.handlers import DataPlane
 from mlserver.repository import SchemalessModelRepository
-from mlserver.types import TensorData
+from mlserver.types import Datatype, InferenceRequest, TensorData
 from starlette.middleware import Middleware
 
 from services.serving.binary_rest import BinaryTensorMiddleware
@@ -59,8 +63,19 @@ PATCHED: dict[str, tuple[Any, Callable[..., Any], list[str]]] = {
         mlserver.rest.server.create_app,
         ["settings", "data_plane", "model_repository_handlers"],
     ),
+    "mlserver.grpc.converters.ModelInferRequestConverter.to_types": (
+        ModelInferRequestConverter,
+        ModelInferRequestConverter.to_types.__func__,  # type: ignore[attr-defined]  # the classmethod's function
+        ["cls", "pb_object"],
+    ),
 }
-"""What is replaced: the module attribute, MLServer's own function, and its parameters as of MLSERVER_VERSION."""
+"""What is replaced: the module (or class) attribute, MLServer's own function, and its parameters as of
+MLSERVER_VERSION."""
+ALWAYS = {"mlserver.rest.server.create_app", "mlserver.grpc.converters.ModelInferRequestConverter.to_types"}
+"""Installed whatever `fast_tensors` says: they answer bad input with 4xx and hold the request-size limit."""
+DECODE_ERRORS = (ValueError, TypeError, IndexError, OverflowError, struct.error)
+"""What decoding a gRPC request raised in MLServer 1.7.1 for input it cannot take (pydantic's ValidationError
+is a ValueError), answered INTERNAL there."""
 
 
 def problems() -> list[str]:
@@ -124,10 +139,35 @@ def create_app(settings: mlserver.settings.Settings, data_plane: DataPlane, mode
     return app
 
 
+def grpc_request_to_types(cls: type, pb_object: Any) -> InferenceRequest:
+    """MLServer's ModelInferRequestConverter.to_types, with a request it cannot decode raised as InferenceError
+    (gRPC INVALID_ARGUMENT) instead of the INTERNAL that its ValueError, struct.error or pydantic error became.
+    Found by tests/e2e/grpc_fuzz.py: a datatype that V2 does not define ('FP8', '', 'STRING'), with raw or
+    typed contents, and BYTES raw contents whose length prefixes run past their buffer."""
+    try:
+        result: InferenceRequest = ORIGINALS["mlserver.grpc.converters.ModelInferRequestConverter.to_types"](
+            cls, pb_object
+        )
+    except MLServerError:
+        raise
+    except DECODE_ERRORS as err:
+        raise InferenceError(f"the request cannot be decoded: {err}") from err
+    # MLServer builds the request without validation, so an unknown datatype on typed contents got as far as
+    # adaptive batching, whose RequestInput refused it with an INTERNAL.
+    for item in result.inputs:
+        try:
+            Datatype(item.datatype)
+        except ValueError:
+            known = ", ".join(datatype.value for datatype in Datatype)
+            raise InferenceError(f"input {item.name!r}: {item.datatype!r} is not a V2 datatype ({known})") from None
+    return result
+
+
 REPLACEMENTS: dict[str, Callable[..., Any]] = {
     "mlserver.grpc.converters.inject_raw": inject_raw,
     "mlserver.batching.requests._merge_data": merge_data,
     "mlserver.rest.server.create_app": create_app,
+    "mlserver.grpc.converters.ModelInferRequestConverter.to_types": classmethod(grpc_request_to_types),  # type: ignore[dict-item]
 }
 ORIGINALS = {name: original for name, (_, original, _) in PATCHED.items()}
 
@@ -138,8 +178,9 @@ INSTALLED: dict[str, Any] = {"fast_tensors": False, "max_request_bytes": None}
 
 def install(fast_tensors: bool = True, max_request_bytes: int | None = None) -> None:
     """Replace MLServer's functions named in PATCHED by this module's: with `fast_tensors`, all of them (numpy
-    views of raw and binary tensors); without, only the REST app's, for the request-size limit when
-    `max_request_bytes` (bytes) is given. A second call with the same arguments changes nothing.
+    views of raw and binary tensors); without, only those in ALWAYS (the REST app's middlewares, the request-size
+    limit when `max_request_bytes` (bytes) is given, and gRPC decode errors as INVALID_ARGUMENT). A second call
+    with the same arguments changes nothing.
 
     Raises RuntimeError, listing `problems()`, when the installed MLServer is not the one they fit.
     """
@@ -147,8 +188,8 @@ def install(fast_tensors: bool = True, max_request_bytes: int | None = None) -> 
         raise RuntimeError("MLServer's internals changed, the sandbox's patches do not fit: " + "; ".join(found))
     INSTALLED.update(fast_tensors=fast_tensors, max_request_bytes=max_request_bytes)
     for name, (module, original, _) in PATCHED.items():
-        replaced = fast_tensors or name == "mlserver.rest.server.create_app"
-        setattr(module, name.rsplit(".", 1)[1], REPLACEMENTS[name] if replaced else original)
+        own = classmethod(original) if isinstance(module, type) else original  # a class's methods are classmethods
+        setattr(module, name.rsplit(".", 1)[1], REPLACEMENTS[name] if fast_tensors or name in ALWAYS else own)
 
 
 class SandboxModelRepository(SchemalessModelRepository):

@@ -12,6 +12,7 @@ stream (services/serving/streaming.py).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -23,6 +24,7 @@ from schemathesis import GenerationMode
 from schemathesis.openapi import from_dict
 
 from tests.e2e.conftest import MODEL, Stack
+from tests.support import run_module
 
 pytestmark = pytest.mark.e2e
 
@@ -81,3 +83,16 @@ def test_fuzzed_v2_requests_get_no_server_error_and_the_server_stays_ready(stack
     assert not server_errors, "\n\n".join(f"{key}:\n{example}" for key, example in server_errors.items())
     assert total >= 2_000
     assert requests.get(f"{stack.serving_url}/v2/models/{MODEL}/ready", timeout=5).status_code == 200
+
+
+def test_fuzzed_grpc_requests_get_no_server_error_and_the_server_stays_ready(stack: Stack) -> None:
+    # gRPC has no OpenAPI document: tests/e2e/grpc_fuzz.py generates ModelInfer requests from the protocol's
+    # fields, the REST tests' malformed requests among them, in a process of its own.
+    fuzzed = run_module("tests.e2e.grpc_fuzz", f"127.0.0.1:{stack.grpc_port}", MODEL, "600", env=stack.client_env())
+    assert fuzzed.returncode == 0, fuzzed.stderr[-3000:]
+    result = json.loads(fuzzed.stdout.strip().splitlines()[-1])
+    statuses: dict[str, int] = result["statuses"]
+    print(f"\n{sum(statuses.values())} fuzzed gRPC requests: {dict(sorted(statuses.items()))}")
+    assert not result["failures"], "\n\n".join(f"{kind}\n{example}" for kind, example in result["failures"].items())
+    assert sum(statuses.values()) >= 600 and statuses.get("INVALID_ARGUMENT", 0) > 0, statuses
+    assert result["ready"]

@@ -107,3 +107,31 @@ def test_a_request_without_raw_entries_for_its_inputs_is_refused() -> None:
     empty = [request(IMAGES, data=[]).inputs[0], request(IMAGES, data=[]).inputs[0]]
     with pytest.raises(InferenceError, match="raw_input_contents has no entry left"):
         patches.inject_raw(empty, [IMAGES.tobytes()])
+
+
+@pytest.mark.parametrize("fast_tensors", [True, False])
+@pytest.mark.parametrize(
+    ("datatype", "raw", "reason"),
+    [
+        ("FP8", None, "'FP8' is not a V2 datatype"),
+        ("STRING", None, "'STRING' is not a V2 datatype"),
+        ("", b"\x00" * 16, "cannot be decoded"),
+        # BYTES raw contents are length-prefixed; this prefix claims far more bytes than follow it.
+        ("BYTES", b"\xff\xff\xff\x7f" + b"x" * 12, "cannot be decoded"),
+    ],
+)
+def test_a_grpc_request_that_cannot_be_decoded_is_a_client_error(
+    datatype: str, raw: bytes | None, reason: str, fast_tensors: bool
+) -> None:
+    # MLServer 1.7.1 answered each with INTERNAL (found by tests/e2e/grpc_fuzz.py); InferenceError is 400 and
+    # INVALID_ARGUMENT, with the patches on or off.
+    patches.install(fast_tensors=fast_tensors)
+    tensor = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype=datatype, shape=[1, 4])
+    if raw is None:
+        tensor.contents.int_contents.extend([1, 2, 3, 4])
+    message = pb.ModelInferRequest(model_name="digits", inputs=[tensor])
+    if raw is not None:
+        message.raw_input_contents.append(raw)
+    with pytest.raises(InferenceError, match=re.escape(reason)):
+        ModelInferRequestConverter.to_types(message)
+    patches.install()
