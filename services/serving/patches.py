@@ -110,9 +110,12 @@ def inject_raw(elems: Sequence[Any], raw_contents: Sequence[bytes]) -> Sequence[
             elem.data = TensorData(mlserver.raw.unpack(elem, raw))
             continue
         try:
-            elem.data = TensorData(from_bytes(elem.name, elem.datatype, elem.shape, raw))
+            view = from_bytes(elem.name, elem.datatype, elem.shape, raw)
         except TensorBytesError as err:
             raise InferenceError(str(err)) from err
+        # Unvalidated, as MLServer builds the rest of the request: validating tries the array as a list of
+        # 25,088 floats first, which took 0.86 ms for a batch of 32, more than MLServer's whole list path.
+        elem.data = TensorData.model_construct(view)
     return elems
 
 
