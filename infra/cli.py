@@ -25,6 +25,7 @@ from pathlib import Path
 from dotenv import load_dotenv
 from pydantic import ValidationError
 
+from infra.local.endpoints import running_stack_endpoints
 from mlops_sandbox.settings import AuthSettings
 
 # subcommand -> (module, arguments put before the user's, one line of help)
@@ -79,6 +80,17 @@ def sign_in_as_admin(env: MutableMapping[str, str]) -> None:
         env["MLFLOW_TRACKING_PASSWORD"] = auth.admin_password.get_secret_value()
 
 
+def use_running_local_stack(env: MutableMapping[str, str]) -> None:
+    """Without MLFLOW_TRACKING_URI, the subcommands talk to the running local stack, on the ports it was started
+    with (SANDBOX_DIR/run/endpoints.env), so that `sandbox list` in another shell never lands on another
+    server or an empty store. A variable set in the environment or .env wins; with no local stack running,
+    nothing changes (the default, http://127.0.0.1:5000, is where compose publishes MLflow)."""
+    if env.get("MLFLOW_TRACKING_URI"):
+        return
+    for key, value in (running_stack_endpoints() or {}).items():
+        env.setdefault(key, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Replace this process with `python -m MODULE ARGS` for the subcommand; 2 with the usage for a wrong one."""
     args = sys.argv[1:] if argv is None else argv
@@ -90,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, first, _ = SUBCOMMANDS[args[0]]
     load_dotenv(Path.cwd() / ".env", override=False, interpolate=True)
+    use_running_local_stack(os.environ)
     sign_in_as_admin(os.environ)
     # exec, not a child: signals (Ctrl+C, docker stop) and the exit code go straight to the module.
     os.execv(sys.executable, [sys.executable, "-m", module, *first, *args[1:]])

@@ -26,6 +26,7 @@ from cryptography.fernet import Fernet
 from dotenv import load_dotenv
 from pydantic import ValidationError
 
+from infra.local.endpoints import ENDPOINTS_FILE
 from infra.local.processes import PROJECT_ROOT, Processes, StackError
 from infra.local.settings import LocalStackSettings
 from mlops_sandbox.gate import wait_until_served
@@ -124,21 +125,36 @@ class Stack:
             env["MLFLOW_TRACKING_USERNAME"] = auth.admin_username
             env["MLFLOW_TRACKING_PASSWORD"] = auth.require("admin_password").get_secret_value()
 
+    def client_endpoints(self) -> dict[str, str]:
+        """Where a client finds this stack's services: the tracking server, both endpoints, the router,
+        Prometheus, and the addresses a rollout and its traffic publish their metrics on."""
+        s, ports = self.settings, self.settings.stack
+        return {
+            "MLFLOW_TRACKING_URI": s.url(ports.mlflow_port),
+            "SANDBOX_SERVING_URL": s.url(ports.serving_http_port),
+            "SANDBOX_STAGING_URL": s.url(ports.staging_http_port),
+            "SANDBOX_ROUTER_ADMIN_URL": f"http://127.0.0.1:{ports.router_admin_port}",
+            "SANDBOX_PROMETHEUS_URL": s.url(ports.prometheus_port),
+            "SANDBOX_ROLLOUT_METRICS_ADDRESS": f"127.0.0.1:{ports.rollout_metrics_port}",
+            "SANDBOX_ROUTER_URL": s.url(ports.router_rest_port),
+            "SANDBOX_ROUTER_GRPC_TARGET": f"{s.host}:{ports.router_grpc_port}",
+            "SANDBOX_REHEARSAL_REST_TRAFFIC_METRICS": f"127.0.0.1:{ports.traffic_metrics_port}",
+            "SANDBOX_REHEARSAL_GRPC_TRAFFIC_METRICS": f"127.0.0.1:{ports.traffic_grpc_metrics_port}",
+        }
+
+    def write_client_endpoints(self) -> Path:
+        """Write `client_endpoints` to SANDBOX_DIR/run/endpoints.env (dotenv), for `sandbox` commands run from
+        another shell, which may not have the settings this stack was started with (running_stack_endpoints)."""
+        path = self.settings.run / ENDPOINTS_FILE
+        path.write_text("".join(f"{key}={value}\n" for key, value in self.client_endpoints().items()))
+        return path
+
     def env(self, name: str) -> dict[str, str]:
         """The environment of process `name`: yours, plus what ties the services together."""
         s, ports = self.settings, self.settings.stack
         bind = ports.bind_address
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env["MLFLOW_TRACKING_URI"] = s.url(ports.mlflow_port)
-        env["SANDBOX_SERVING_URL"] = s.url(ports.serving_http_port)
-        env["SANDBOX_STAGING_URL"] = s.url(ports.staging_http_port)
-        env["SANDBOX_ROUTER_ADMIN_URL"] = f"http://127.0.0.1:{ports.router_admin_port}"
-        env["SANDBOX_PROMETHEUS_URL"] = s.url(ports.prometheus_port)
-        env["SANDBOX_ROLLOUT_METRICS_ADDRESS"] = f"127.0.0.1:{ports.rollout_metrics_port}"
-        env["SANDBOX_ROUTER_URL"] = s.url(ports.router_rest_port)
-        env["SANDBOX_ROUTER_GRPC_TARGET"] = f"{s.host}:{ports.router_grpc_port}"
-        env["SANDBOX_REHEARSAL_REST_TRAFFIC_METRICS"] = f"127.0.0.1:{ports.traffic_metrics_port}"
-        env["SANDBOX_REHEARSAL_GRPC_TRAFFIC_METRICS"] = f"127.0.0.1:{ports.traffic_grpc_metrics_port}"
+        env.update(self.client_endpoints())
         self._sign_in(env, name)
         if name == "s3":
             env.update(self._s3_credentials())
@@ -212,6 +228,7 @@ def up(stack: Stack, *, train: bool) -> None:
     mlflow_url = s.url(ports.mlflow_port)
     run.start("mlflow", [PYTHON, "-m", "services.mlflow.entrypoint"])
     run.wait_ready("mlflow", f"{mlflow_url}/health", timeout=s.start_timeout)
+    stack.write_client_endpoints()
     result_file = s.run / "last-training.json"
     if train:
         run.job("training", [PYTHON, "-m", "training.train", "--output-json", str(result_file)])
@@ -270,7 +287,8 @@ def up(stack: Stack, *, train: bool) -> None:
             if s.auth.enabled
             else "  Authentication:          off (SANDBOX_AUTH): turn it on before others can reach these ports\n"
         )
-        + f"  Registry:                MLFLOW_TRACKING_URI={mlflow_url} python -m infra.ops.registry list\n"
+        + "  Registry:                sandbox list (finds this stack from this folder; elsewhere set "
+        f"MLFLOW_TRACKING_URI={mlflow_url})\n"
         "  Stop:                    bash infra/sandbox.sh down"
     )
 

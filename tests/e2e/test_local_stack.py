@@ -68,11 +68,11 @@ def test_up_down_up_serves_the_next_version_and_down_stops_everything(tmp_path: 
             assert any(step in line and " ok " in line for line in rehearsal.stdout.splitlines()), step
         assert "rehearsal passed" in rehearsal.stdout
 
-        listing = run_module(
-            "infra.ops.registry",
-            "list",
-            env=dict(env, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{ports['SANDBOX_MLFLOW_PORT']}"),
-        )
+        # From a shell that knows neither the tracking URI nor the stack's ports (none of them is a default):
+        # `sandbox list` finds the running stack's server, instead of waiting for 127.0.0.1:5000.
+        shell = {key: value for key, value in env.items() if key not in ports}
+        listing = run_module("infra.cli", "list", env=dict(shell, SANDBOX_TRACKING_WAIT_SECONDS="5"))
+        assert listing.returncode == 0, listing.stdout[-2000:] + listing.stderr[-2000:]
         rows = [line.split()[:2] for line in listing.stdout.splitlines()[1:]]
         # The rehearsal staged version 3, promoted it over 2, and rolled back to 2.
         assert rows == [["3", "Archived"], ["2", "Production"], ["1", "Archived"]]

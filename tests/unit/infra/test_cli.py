@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from infra import cli
+from infra.local.processes import start_time
+from mlops_sandbox.processes import start_group, stop_group
 
 
 def test_a_subcommand_runs_its_module_with_the_users_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,3 +59,34 @@ def test_with_auth_on_the_subcommands_sign_in_as_the_admin_of_dot_env(
     os.environ.update(MLFLOW_TRACKING_USERNAME="alice", MLFLOW_TRACKING_PASSWORD="alices-password-0123")
     cli.main(["list"])
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"
+
+
+def test_without_a_tracking_uri_the_subcommands_use_the_running_local_stacks_endpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli.os, "execv", lambda path, argv: None)
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    for name in ("MLFLOW_TRACKING_URI", "SANDBOX_SERVING_URL", "SANDBOX_DIR"):
+        os.environ.pop(name, None)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / ".sandbox" / "run"
+    run.mkdir(parents=True)
+    (run / "endpoints.env").write_text("MLFLOW_TRACKING_URI=http://127.0.0.1:5123\nSANDBOX_SERVING_URL=http://x:1\n")
+    # Written, but no tracking server runs: the default stays.
+    cli.main(["list"])
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    tracking_server = start_group(["sleep", "60"])
+    try:
+        (run / "mlflow.pid").write_text(
+            json.dumps({"pid": tracking_server.pid, "start": start_time(tracking_server.pid)})
+        )
+        cli.main(["list"])
+        assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5123"
+        # A tracking URI of the user's wins, and the rest then stays as the user set it.
+        os.environ.update(MLFLOW_TRACKING_URI="http://elsewhere:5000")
+        os.environ.pop("SANDBOX_SERVING_URL")
+        cli.main(["list"])
+        assert os.environ["MLFLOW_TRACKING_URI"] == "http://elsewhere:5000"
+        assert "SANDBOX_SERVING_URL" not in os.environ
+    finally:
+        stop_group(tracking_server.pid, grace=1, leader=tracking_server)
