@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from mlserver.errors import MLServerError
 from mlserver.handlers import DataPlane
-from mlserver.types import InferenceRequest, InferenceResponse
+from mlserver.types import InferenceRequest, InferenceResponse, TensorData
 from mlserver.utils import extract_headers, insert_headers
 from pydantic import ValidationError
 
@@ -68,7 +68,8 @@ def decode_request(body: bytes, header_length: int) -> tuple[InferenceRequest, C
         raise BinaryRequestError("the JSON header must be an object, a V2 inference request")
     offset = header_length
     inputs = header.get("inputs")
-    for tensor in inputs if isinstance(inputs, list) else []:
+    views: dict[int, Any] = {}  # input index -> its data, a numpy view of `body`
+    for index, tensor in enumerate(inputs if isinstance(inputs, list) else []):
         if not isinstance(tensor, dict):
             continue  # pydantic names the problem below
         parameters = parameters_of(tensor)
@@ -87,9 +88,12 @@ def decode_request(body: bytes, header_length: int) -> tuple[InferenceRequest, C
         shape = tensor.get("shape")
         if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
             raise BinaryRequestError(f"input {name!r}: shape must be a list of integers, not {shape!r}")
-        tensor["data"] = from_bytes(
+        views[index] = from_bytes(
             str(name), str(tensor.get("datatype")), shape, memoryview(body)[offset : offset + size]
         )
+        # Validated without its data: pydantic would try the array as a list of floats first, which costs
+        # 0.86 ms for a batch of 32 images (measured), the cost the gRPC patch removes too (patches.py).
+        tensor["data"] = []
         offset += size
     if offset != len(body):
         raise BinaryRequestError(
@@ -101,7 +105,10 @@ def decode_request(body: bytes, header_length: int) -> tuple[InferenceRequest, C
     for output in outputs if isinstance(outputs, list) else []:
         if isinstance(output, dict) and "binary_data" in parameters_of(output):
             chosen[str(output.get("name"))] = bool(parameters_of(output).pop("binary_data"))
-    return InferenceRequest.model_validate(header), lambda name: chosen.get(name, everything)
+    request = InferenceRequest.model_validate(header)
+    for index, view in views.items():
+        request.inputs[index].data = TensorData.model_construct(view)
+    return request, lambda name: chosen.get(name, everything)
 
 
 def encode_response(response: InferenceResponse, binary: Callable[[str], bool]) -> tuple[bytes, int | None]:
