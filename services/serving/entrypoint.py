@@ -58,11 +58,13 @@ def wait_for_version(client: MlflowClient, settings: ServingSettings) -> str:
 
 
 def serve_command(settings: ServingSettings, model_dir: Path) -> list[str]:
-    """MLflow's own `mlflow models serve ... --enable-mlserver`, on the local copy of the served version."""
+    """MLflow's own `mlflow models serve ... --enable-mlserver`, on the local copy of the served version; run
+    through services/serving/mlflow_serve.py, whose only change is that `mlserver start` replaces the CLI's
+    process at the end instead of running as its child."""
     return [
         sys.executable,
         "-m",
-        "mlflow",
+        "services.serving.mlflow_serve",
         "models",
         "serve",
         "-m",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import requests
 
@@ -252,6 +253,11 @@ def test_sigterm_stops_the_whole_serving_process_group(stack: Stack) -> None:
                 pass
             assert proc.poll() is None, (stack.root / "serving-sigterm.log").read_text()[-3000:]
             time.sleep(0.5)
+        # The entrypoint's one child is MLServer itself: `mlflow models serve` handed its process over to
+        # `mlserver start` (services/serving/mlflow_serve.py) instead of waiting on it as a second process.
+        (child,) = psutil.Process(proc.pid).children()
+        argv = child.cmdline()
+        assert Path(argv[1]).name == "mlserver" and argv[2] == "start", argv
         assert_sigterm_stops_supervised_group(proc, timeout=60)
         with pytest.raises(requests.ConnectionError):
             requests.get(ready, timeout=2)
