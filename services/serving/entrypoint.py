@@ -7,6 +7,7 @@ version into SANDBOX_SERVING_DIR and runs
 
     mlflow models serve -m <SANDBOX_SERVING_DIR>/current --env-manager local --enable-mlserver
 
+(services/serving/mlflow_serve.py: MLflow's CLI, with `mlserver start` taking over its process at the end)
 as a supervised process group: V2 REST on MLSERVER_HTTP_PORT, gRPC on MLSERVER_GRPC_PORT, Prometheus
 metrics on MLSERVER_METRICS_PORT. When SANDBOX_MODEL_REF is an alias or a stage, a follower
 (services/serving/follower.py) keeps the served version equal to the one it points at, in place. With
