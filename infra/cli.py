@@ -25,7 +25,6 @@ from pathlib import Path
 from dotenv import load_dotenv
 from pydantic import ValidationError
 
-from infra.local.endpoints import running_stack_endpoints
 from mlops_sandbox.settings import AuthSettings
 
 # subcommand -> (module, arguments put before the user's, one line of help)
@@ -86,6 +85,10 @@ def use_running_local_stack(env: MutableMapping[str, str]) -> None:
     server or an empty store. A variable set in the environment or .env wins; with no local stack running,
     nothing changes (the default, http://127.0.0.1:5000, is where compose publishes MLflow)."""
     if env.get("MLFLOW_TRACKING_URI"):
+        return
+    try:
+        from infra.local.endpoints import running_stack_endpoints
+    except ModuleNotFoundError:  # the images leave the local stack out (.dockerignore): there is none to find
         return
     for key, value in (running_stack_endpoints() or {}).items():
         env.setdefault(key, value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -90,3 +91,17 @@ def test_without_a_tracking_uri_the_subcommands_use_the_running_local_stacks_end
         assert "SANDBOX_SERVING_URL" not in os.environ
     finally:
         stop_group(tracking_server.pid, grace=1, leader=tracking_server)
+
+
+def test_the_cli_runs_where_the_local_stack_is_not_installed(tmp_path: Path) -> None:
+    # The images leave infra/local/ out (.dockerignore): `sandbox` there must not need it.
+    script = (
+        "import os, sys\n"
+        "sys.modules['infra.local'] = None  # any import of it raises ModuleNotFoundError, as in the images\n"
+        "from infra import cli\n"
+        "os.environ.pop('MLFLOW_TRACKING_URI', None)\n"
+        "cli.os.execv = lambda path, argv: print(argv[2])\n"
+        "cli.main(['list'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "infra.ops.registry", result.stderr
