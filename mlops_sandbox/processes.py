@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 
@@ -105,3 +106,35 @@ def run_supervised(argv: list[str], *, env: dict[str, str], grace: float, name: 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0 if stop_requested_at is not None and not killed else code
+
+
+def supervise_command(argv: list[str], *, grace: float, name: str, remove: str | None = None) -> list[str]:
+    """The command that runs `argv` under `run_supervised` in a fresh interpreter (`python -m
+    mlops_sandbox.processes`), for an entrypoint to exec into once it has prepared everything: the supervisor
+    then holds only this module (about 7 MiB of PSS, measured), not what the preparation imported. `remove`:
+    a folder deleted once the group has stopped (a private configuration file's)."""
+    options = ["--grace", str(grace), "--name", name, *(["--remove", remove] if remove else [])]
+    return [sys.executable, "-m", "mlops_sandbox.processes", *options, "--", *argv]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mlops_sandbox.processes --grace S --name N [--remove DIR] -- ARGV...`: run_supervised(ARGV);
+    its exit code. 2 with the usage for wrong arguments."""
+    import argparse
+    import shutil
+
+    parser = argparse.ArgumentParser(prog="python -m mlops_sandbox.processes", description=run_supervised.__doc__)
+    parser.add_argument("--grace", type=float, required=True, help="seconds before the group is killed")
+    parser.add_argument("--name", required=True, help="the service's name, in the supervisor's messages")
+    parser.add_argument("--remove", help="a folder to delete once the group has stopped")
+    parser.add_argument("command", nargs="+", help="the program and its arguments, after --")
+    args = parser.parse_args(argv)
+    try:
+        return run_supervised(args.command, env=dict(os.environ), grace=args.grace, name=args.name)
+    finally:
+        if args.remove:
+            shutil.rmtree(args.remove, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

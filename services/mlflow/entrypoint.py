@@ -5,10 +5,12 @@
 Before anything is started: waits (boundedly) for the backend store's database and for the object store,
 and checks the bucket; then it brings the database schema to the one this MLflow expects, with MLflow's
 own migrations (see `prepare_schema`). Only then does it run `mlflow server`, with one worker and no job
-runner, supervised as a process group. A database that is unreachable or refuses the credentials stops it
-here with a message naming the host, so the server never runs half-way. With SANDBOX_AUTH=true it runs
-MLflow's basic-auth app, after writing the admin and the read-only serving user into the app's database
-(services/mlflow/auth.py); a missing or placeholder secret stops it first, naming the variable.
+runner, supervised as a process group by a small supervisor that this process becomes (`supervise`), and with
+uvicorn in the place of MLflow's CLI process (services/mlflow/server_cli.py). A database that is unreachable
+or refuses the credentials stops it here with a message naming the host, so the server never runs half-way.
+With SANDBOX_AUTH=true it runs MLflow's basic-auth app, after writing the admin and the read-only serving user
+into the app's database (services/mlflow/auth.py); a missing or placeholder secret stops it first, naming the
+variable.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import sqlalchemy
 from mlflow.exceptions import MlflowException
 from pydantic import ValidationError
 
-from mlops_sandbox.processes import run_supervised
+from mlops_sandbox.processes import supervise_command
 from mlops_sandbox.s3 import bucket_exists, s3_client, wait_for_s3
 from mlops_sandbox.waiting import DependencyUnavailable
 from services.mlflow import auth
@@ -36,7 +39,7 @@ def server_command(settings: TrackingServerSettings) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "mlflow",
+        "services.mlflow.server_cli",
         "server",
         "--artifacts-destination",
         settings.artifacts_destination,
@@ -128,14 +131,25 @@ def main() -> int:
     )
     if users is None:
         print("mlflow: authentication is off (SANDBOX_AUTH=false): whoever reaches the port can change it", flush=True)
-        return run_supervised(
-            server_command(settings), env=server_env(settings), grace=settings.shutdown_grace_seconds, name="mlflow"
-        )
+        supervise(settings, server_env(settings))
     print(f"mlflow: basic-auth app on, users in {database_address(settings.auth.database_uri)}: {users}", flush=True)
-    # The INI holds the admin's password: a private folder, removed when the server stops.
-    with tempfile.TemporaryDirectory(prefix="mlflow-auth-") as folder:
-        env = server_env(settings, auth.write_config(settings.auth, Path(folder)))
-        return run_supervised(server_command(settings), env=env, grace=settings.shutdown_grace_seconds, name="mlflow")
+    # The INI holds the admin's password: a private folder (mode 700), removed when the server stops.
+    folder = tempfile.mkdtemp(prefix="mlflow-auth-")
+    supervise(settings, server_env(settings, auth.write_config(settings.auth, Path(folder))), remove=folder)
+    return 0  # not reached
+
+
+def supervise(settings: TrackingServerSettings, env: dict[str, str], remove: str | None = None) -> NoReturn:
+    """Replace this process with a supervisor of `mlflow server` (mlops_sandbox.processes.supervise_command),
+    which stops its process group on SIGTERM or SIGINT, kills what is left after the grace period and then
+    deletes `remove`. Exec, not a child: what this process imported to prepare the store (MLflow, SQLAlchemy:
+    164 MiB of PSS, measured) is not kept for the server's lifetime. OSError if Python cannot be executed."""
+    argv = supervise_command(
+        server_command(settings), grace=settings.shutdown_grace_seconds, name="mlflow", remove=remove
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, env)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
-from mlops_sandbox.processes import group_alive, start_group, stop_group
+from mlops_sandbox.processes import group_alive, start_group, stop_group, supervise_command
 from tests.support import assert_sigterm_stops_supervised_group
 
 # A parent that starts a child and does not pass signals on, like `mlflow models serve` with MLServer.
@@ -47,3 +48,14 @@ def test_supervised_entrypoint_stops_its_whole_group_on_sigterm() -> None:
         assert_sigterm_stops_supervised_group(proc, timeout=20)
         assert proc.stdout is not None
         assert "stopping process group" in proc.stdout.read()
+
+
+def test_the_supervisor_command_stops_its_group_and_removes_its_folder(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "config.ini").write_text("secret")
+    argv = supervise_command([sys.executable, "-c", PARENT], grace=5, name="test", remove=str(private))
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
+        time.sleep(1.5)
+        assert_sigterm_stops_supervised_group(proc, timeout=20)
+    assert not private.exists()
