@@ -8,8 +8,8 @@ project root:
   cache, ~750 MB on disk). mlflow 3.12.0 declares starlette<1 and cryptography<47, kserve 0.21.0 starlette>=1.3.1
   and cryptography>=50: no release of either fits the other, so uv overrides mlflow's two upper bounds. Only
   the client half of mlflow runs here (registry lookup, artifact download, pyfunc.load_model, predict), which
-  uses neither starlette nor cryptography; the model's answers are checked against the other configs' by
-  the benchmark's first request.
+  uses neither starlette nor cryptography; the benchmark checks (e)'s answers against pyfunc.predict in
+  its own process before it times (e).
 - numpy and cloudpickle at this environment's versions, which the model was logged with.
 - torch is not installed a second time: PyPI's only torch that installs here is the 6.5 GB CUDA build. A .pth
   file appends this environment's site-packages to the end of the venv's sys.path, so torch (and the CUDA

@@ -145,16 +145,19 @@ def ours(tracking_uri: str, model_name: str, log_dir: Path, **settings: str) -> 
 
 
 @contextmanager
-def kserve(tracking_uri: str, model_uri: str, model_name: str, python: Path, log_dir: Path) -> Iterator[Running]:
+def kserve(
+    tracking_uri: str, model_uri: str, model_name: str, python: Path, log_dir: Path, **environment: str
+) -> Iterator[Running]:
     """KServe's model server with `python` (the venv's interpreter, tools/benchmark/kserve_env.py), serving
-    `model_uri` as `model_name`. Only the ports are set; KServe listens on every interface (it has no host
-    option), the benchmark's traffic stays on loopback."""
+    `model_uri` as `model_name`, with `environment` added to its environment (OMP_NUM_THREADS=1, ...). Only the
+    ports are set; KServe listens on every interface (it has no host option), the benchmark's traffic stays on
+    loopback."""
     port, grpc_port = free_port(), free_port()
     argv = [str(python), "-m", "tools.benchmark.kserve_server", "--model_name", model_name, "--model_uri", model_uri]
     argv += ["--http_port", str(port), "--grpc_port", str(grpc_port)]
     url = f"http://127.0.0.1:{port}"
     ready = f"{url}/v2/models/{model_name}/ready"
-    with started("kserve", argv, clean_env(tracking_uri), ready, log_dir) as (pgid, cold):
+    with started("kserve", argv, clean_env(tracking_uri, **environment), ready, log_dir) as (pgid, cold):
         yield Running(pgid, cold, url, f"127.0.0.1:{grpc_port}")
 
 

@@ -219,11 +219,12 @@ def run_once(bench: Bench, tracking_uri: str, model_uri: str, work: Path) -> Non
                     bench.grpc("f", label, router.grpc_target)
                     bench.servers.append(Server("f", label, router.cold_start_s, router.rss_mb()))
     if "e" in args.configs:
-        label = f"KServe {kserve_env.KSERVE_VERSION}, defaults"
-        with servers.kserve(tracking_uri, model_uri, MODEL, args.kserve_python, work) as srv:
+        label = f"KServe {kserve_env.KSERVE_VERSION}, " + (" ".join(args.kserve_env) or "defaults")
+        environment = dict(item.split("=", 1) for item in args.kserve_env)
+        with servers.kserve(tracking_uri, model_uri, MODEL, args.kserve_python, work, **environment) as srv:
             print(f"(e) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
             url = f"{srv.http_url}/v2/models/{MODEL}/infer"
-            # A server of another environment: its answers must be MLflow's, bit for bit, before it is timed.
+            # A server of another environment: its answers must be MLflow's before it is timed.
             mlflow.set_tracking_uri(tracking_uri)
             model = mlflow.pyfunc.load_model(model_uri)
             expected = {batch: model.predict(images) for batch, images in bench.images.items()}
@@ -266,6 +267,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="NAME=VALUE",
         help="a serving setting for (d), to try one before it becomes the default (repeatable)",
+    )
+    parser.add_argument(
+        "--kserve-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for (e), KServe's server (OMP_NUM_THREADS=1, ...; repeatable)",
     )
     args = parser.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
