@@ -1,9 +1,10 @@
 """The benchmark's outputs: a markdown table (with ratios to the stock MLServer command and to the in-process
-limit, and the issue's goals) and a PNG chart."""
+limit, and the issue's goals), over repeated runs the minimum and median of each ratio, and a PNG chart."""
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +15,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from tools.benchmark.load import Measurement  # noqa: E402
 
-LIMIT, STOCK_MLSERVER, OURS, ROUTED = "a", "c", "d", "e"
+LIMIT, STOCK_MLSERVER, OURS, KSERVE, ROUTED = "a", "c", "d", "e", "f"
 
 
 @dataclass(frozen=True)
 class Row:
-    config: str  # a, b, c or d
+    config: str  # a to f, as in tools/benchmark/serving.py
     label: str
     protocol: str
     batch: int
@@ -74,8 +75,17 @@ def goals(rows: list[Row]) -> list[tuple[str, str, float, bool]]:
         stock = _find(rows, STOCK_MLSERVER, case)
         if best and stock and case[0] > 1:
             speedup = _ratio(best.result.img_s, stock.result.img_s)
-            goal = f"batch of {case[0]}, {clients} client(s), images/s, fastest path ({best.protocol}) vs (c)"
+            # The path is not in the goal's name, so that repeated runs count the same goal whichever path won.
+            goal = f"batch of {case[0]}, {clients} client(s), images/s, (d)'s fastest path vs (c)"
             out.append((goal, ">= 4x", speedup, speedup >= 4))  # issue 15's goal
+    for row in rows:
+        ours = _find(rows, OURS, row.case, row.protocol) if row.config == KSERVE else None
+        if ours is None:
+            continue
+        # Issue 15: ahead of KServe's model server in every case, by at least 1.2x, same protocol side by side.
+        ahead = _ratio(ours.result.img_s, row.result.img_s)
+        which = f"batch {row.batch}, {row.clients} client(s), {row.protocol}"
+        out.append((f"(d) vs (e) KServe, images/s, {which}", ">= 1.2x", ahead, ahead >= 1.2))
     for row in rows:
         direct = _find(rows, OURS, row.case, row.protocol) if row.config == ROUTED else None
         if direct is None or row.clients != 16:
@@ -89,8 +99,76 @@ def goals(rows: list[Row]) -> list[tuple[str, str, float, bool]]:
     return out
 
 
-def markdown(rows: list[Row], servers: list[Server], header: str) -> str:
-    lines = [header, ""]
+def ratios(rows: list[Row], row: Row) -> tuple[float, float, float]:
+    """`row`'s images/s to (c)'s and to (a)'s, and its p99 latency to (c)'s, in the same case of the same run
+    (NaN where that run has no such config)."""
+    stock, limit = _find(rows, STOCK_MLSERVER, row.case), _find(rows, LIMIT, row.case)
+    return (
+        _ratio(row.result.img_s, stock.result.img_s if stock else None),
+        _ratio(row.result.img_s, limit.result.img_s if limit else None),
+        _ratio(row.result.p99_ms, stock.result.p99_ms if stock else None),
+    )
+
+
+def _min_median(values: list[float]) -> tuple[float, float]:
+    kept = [v for v in values if not math.isnan(v)]
+    return (min(kept), statistics.median(kept)) if kept else (math.nan, math.nan)
+
+
+def repeated(runs: list[list[Row]]) -> str:
+    """Over `runs` (each one run's rows): the minimum and median of each ratio of each case, then of each goal,
+    and in how many runs each goal was met. A ratio is always taken inside one run, never across runs."""
+    n = len(runs)
+    lines = [
+        f"Minimum / median over {n} runs of each ratio (each ratio taken inside one run):",
+        "",
+        "| config | protocol | batch | clients | images/s, median | images/s vs (c), min / median "
+        "| images/s vs (a), min / median | p99 vs (c), min / median |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    keys = sorted(
+        {(r.batch, r.clients, r.config, r.protocol, r.label) for rows in runs for r in rows},
+    )
+    for batch, clients, config, protocol, label in keys:
+        found = [
+            (rows, row)
+            for rows in runs
+            for row in rows
+            if (row.batch, row.clients, row.config, row.protocol, row.label)
+            == (batch, clients, config, protocol, label)
+        ]
+        each = [ratios(rows, row) for rows, row in found]
+        cells = [_min_median([r[i] for r in each]) for i in range(3)]
+        img_s = statistics.median(row.result.img_s for _, row in found)
+        vs_c = "1" if config == STOCK_MLSERVER else f"{_fmt(cells[0][0], 2)} / {_fmt(cells[0][1], 2)}"
+        lines.append(
+            f"| ({config}) {label} | {protocol} | {batch} | {clients} | {_fmt(img_s)} | {vs_c} "
+            f"| {_fmt(cells[1][0], 3)} / {_fmt(cells[1][1], 3)} | {_fmt(cells[2][0], 2)} / {_fmt(cells[2][1], 2)} |"
+        )
+    measured: dict[tuple[str, str], list[tuple[float, bool]]] = {}
+    for rows in runs:
+        for goal, target, value, met in goals(rows):
+            measured.setdefault((goal, target), []).append((value, met))
+    if measured:
+        lines += [
+            "",
+            "| goal | target | min / median / max | met in |",
+            "|---|---|--:|--:|",
+        ]
+        for (goal, target), values in measured.items():
+            unit = " ms" if target.endswith("ms") else "x"
+            low, mid = _min_median([v for v, _ in values])
+            high = max(v for v, _ in values)
+            held = sum(ok for _, ok in values)
+            lines.append(
+                f"| {goal} | {target} | {_fmt(low, 2)} / {_fmt(mid, 2)} / {_fmt(high, 2)}{unit} | {held} of {n} runs |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def markdown(rows: list[Row], servers: list[Server]) -> str:
+    """One run's tables: every case with its ratios to (c) and (a), cold starts and memory, the goals."""
+    lines = []
     lines.append(
         "| config | protocol | batch | clients | req/s | images/s | p50 ms | p99 ms | errors "
         "| images/s vs (c) | images/s vs (a) | p99 vs (c) |"
@@ -98,10 +176,10 @@ def markdown(rows: list[Row], servers: list[Server], header: str) -> str:
     lines.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for row in sorted(rows, key=lambda r: (r.batch, r.clients, r.config, r.protocol)):
         m = row.result
-        stock, limit = _find(rows, STOCK_MLSERVER, row.case), _find(rows, LIMIT, row.case)
-        vs_c = _fmt(_ratio(m.img_s, stock.result.img_s if stock else None), 2) if row.config != STOCK_MLSERVER else "1"
-        vs_a = _fmt(_ratio(m.img_s, limit.result.img_s if limit else None), 3)
-        p99_c = _fmt(_ratio(m.p99_ms, stock.result.p99_ms if stock else None), 2)
+        img_c, img_a, p99_c_ratio = ratios(rows, row)
+        vs_c = _fmt(img_c, 2) if row.config != STOCK_MLSERVER else "1"
+        vs_a = _fmt(img_a, 3)
+        p99_c = _fmt(p99_c_ratio, 2)
         lines.append(
             f"| ({row.config}) {row.label} | {row.protocol} | {row.batch} | {row.clients} | {_fmt(m.req_s)} "
             f"| {_fmt(m.img_s)} | {_fmt(m.p50_ms, 2)} | {_fmt(m.p99_ms, 2)} | {m.errors} | {vs_c} | {vs_a} | {p99_c} |"
@@ -128,17 +206,25 @@ def markdown(rows: list[Row], servers: list[Server], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(rows: list[Row], path: Path, title: str) -> None:
-    cases = sorted({row.case for row in rows})
-    series = sorted({(row.config, row.label, row.protocol) for row in rows})
+def chart(runs: list[list[Row]], path: Path, title: str) -> None:
+    """Images/s and p99 latency of every config and case: one run's values, or over several runs the median,
+    with a bar from the minimum to the maximum."""
+    every = [row for rows in runs for row in rows]
+    cases = sorted({row.case for row in every})
+    series = sorted({(row.config, row.label, row.protocol) for row in every})
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
     width = 0.8 / max(1, len(series))
     for index, (config, label, protocol) in enumerate(series):
-        found = [_find(rows, config, case, protocol) for case in cases]
         xs = [i + index * width for i in range(len(cases))]
         name = f"({config}) {label} {protocol}"
-        axes[0].bar(xs, [r.result.img_s if r else 0 for r in found], width, label=name)
-        axes[1].bar(xs, [r.result.p99_ms if r else 0 for r in found], width, label=name)
+        for axis, value in ((axes[0], lambda m: m.img_s), (axes[1], lambda m: m.p99_ms)):
+            found = [[value(r.result) for rows in runs if (r := _find(rows, config, case, protocol))] for case in cases]
+            middle = [statistics.median(v) if v else 0 for v in found]
+            spread = [
+                [m - min(v) if v else 0 for m, v in zip(middle, found, strict=True)],
+                [max(v) - m if v else 0 for m, v in zip(middle, found, strict=True)],
+            ]
+            axis.bar(xs, middle, width, label=name, yerr=spread if len(runs) > 1 else None, capsize=2)
     for axis, ylabel in zip(axes, ["images/s (log)", "p99 latency, ms (log)"], strict=True):
         axis.set_yscale("log")
         axis.set_ylabel(ylabel)

@@ -3,7 +3,8 @@
 stock_scoring   (b) mlflow models serve -m models:/NAME/V --env-manager local
 stock_mlserver  (c) the same with --enable-mlserver, every MLServer setting at its default
 ours            (d) python -m services.serving.entrypoint, as shipped (its defaults)
-routed          (e) (d) behind the router (python -m services.router.entrypoint, Envoy), all traffic to it
+kserve          (e) KServe's Python model server (tools/benchmark/kserve_server.py in .venv-kserve), its defaults
+routed          (f) (d) behind the router (python -m services.router.entrypoint, Envoy), all traffic to it
 """
 
 from __future__ import annotations
@@ -140,6 +141,23 @@ def ours(tracking_uri: str, model_name: str, log_dir: Path, **settings: str) -> 
     url = f"http://127.0.0.1:{port}"
     ready = f"{url}/v2/models/{model_name}/ready"
     with started("ours", [PYTHON, "-m", "services.serving.entrypoint"], env, ready, log_dir) as (pgid, cold):
+        yield Running(pgid, cold, url, f"127.0.0.1:{grpc_port}")
+
+
+@contextmanager
+def kserve(
+    tracking_uri: str, model_uri: str, model_name: str, python: Path, log_dir: Path, **environment: str
+) -> Iterator[Running]:
+    """KServe's model server with `python` (the venv's interpreter, tools/benchmark/kserve_env.py), serving
+    `model_uri` as `model_name`, with `environment` added to its environment (OMP_NUM_THREADS=1, ...). Only the
+    ports are set; KServe listens on every interface (it has no host option), the benchmark's traffic stays on
+    loopback."""
+    port, grpc_port = free_port(), free_port()
+    argv = [str(python), "-m", "tools.benchmark.kserve_server", "--model_name", model_name, "--model_uri", model_uri]
+    argv += ["--http_port", str(port), "--grpc_port", str(grpc_port)]
+    url = f"http://127.0.0.1:{port}"
+    ready = f"{url}/v2/models/{model_name}/ready"
+    with started("kserve", argv, clean_env(tracking_uri, **environment), ready, log_dir) as (pgid, cold):
         yield Running(pgid, cold, url, f"127.0.0.1:{grpc_port}")
 
 

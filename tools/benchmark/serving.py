@@ -1,12 +1,14 @@
-"""Serving benchmark: the same registered model, served four ways, measured side by side in one run.
+"""Serving benchmark: the same registered model, served several ways, measured side by side in one run.
 
-    python -m tools.benchmark.serving [--duration 10] [--out bench-results/]
+    python -m tools.benchmark.serving [--duration 10] [--repeat 1] [--out bench-results/]
 
     (a) in-process: mlflow.pyfunc.load_model(...).predict(images), no server (the limit)
     (b) stock `mlflow models serve` scoring server
     (c) the stock command `mlflow models serve --env-manager local --enable-mlserver`, MLServer defaults
     (d) this project's serving as shipped (python -m services.serving.entrypoint): V2 REST and V2 gRPC
-    (e) (d) behind the router of rollouts (Envoy), V2 REST and gRPC: what the router costs
+    (e) KServe's Python model server (kserve on PyPI) with a model class that loads the MLflow model, V2 REST and
+        gRPC, in its own venv (.venv-kserve, built on first use: tools/benchmark/kserve_env.py)
+    (f) (d) behind the router of rollouts (Envoy), V2 REST and gRPC: what the router costs
 
 For each: requests/s, images/s, p50 and p99 latency, for one image and a batch of 32 per request, at 1 and
 16 concurrent clients (closed loop); cold start to ready; RSS of the server's whole process tree. REST load
@@ -14,6 +16,9 @@ comes from wrk (apt install wrk), gRPC load from an asyncio client that sends pr
 (its CPU cost per request is printed with the results). Without --tracking-uri, it starts a throwaway MLflow
 server and trains the shipped model architecture on a slice of MNIST (SANDBOX_MNIST_ROOT). Writes
 <out>/serving-benchmark.md and <out>/serving-benchmark.png. Everything runs on loopback and is stopped at the end.
+
+With --repeat N, the whole run (every config, every case) is made N times against the same registered model,
+and the report adds the minimum and median of each ratio over the N runs; the chart shows medians.
 
 With --profile, (d) is also run once more per profiled case under py-spy, and the table says where the
 server's event loop spends each request's time (tools/benchmark/profile.py).
@@ -38,22 +43,22 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from mlops_sandbox.v2 import rest_request_body
-from tools.benchmark import load, profile, servers
+from tools.benchmark import kserve_env, load, profile, servers
 from tools.benchmark.load import Measurement
 from tools.benchmark.profile import Profile
-from tools.benchmark.report import Row, Server, chart, markdown
+from tools.benchmark.report import Row, Server, chart, markdown, repeated
 from tools.benchmark.setup import (
     check_grpc,
     check_rest,
     check_rest_binary,
     grpc_request,
     rest_binary_request_body,
+    rest_json_request_body,
     throwaway_registry,
 )
 
 MODEL = "pytorch_simplenn_mnist"
-CONFIGS = ("a", "b", "c", "d", "e")
+CONFIGS = ("a", "b", "c", "d", "e", "f")
 
 
 class Bench:
@@ -78,9 +83,11 @@ class Bench:
                     flush=True,
                 )
 
-    def rest(self, config: str, label: str, url: str, bodies: dict[int, bytes]) -> None:
+    def rest(
+        self, config: str, label: str, url: str, bodies: dict[int, bytes], expected: dict[int, np.ndarray] | None = None
+    ) -> None:
         for batch, body in bodies.items():
-            check_rest(url, body, batch)
+            check_rest(url, body, batch, expected[batch] if expected else None)
         self.measure(config, label, "REST", lambda b, c, s: load.wrk(url, bodies[b], clients=c, seconds=s, batch=b))
 
     def rest_binary(self, config: str, label: str, url: str) -> None:
@@ -106,8 +113,8 @@ class Bench:
 
     @cached_property
     def v2_bodies(self) -> dict[int, bytes]:
-        """V2 JSON request bodies by batch size, serialized once for every server."""
-        return {batch: rest_request_body(images) for batch, images in self.images.items()}
+        """V2 JSON request bodies (JSON answers) by batch size, serialized once for every server."""
+        return {batch: rest_json_request_body(images) for batch, images in self.images.items()}
 
     @cached_property
     def binary_bodies(self) -> dict[int, tuple[bytes, int]]:
@@ -139,9 +146,10 @@ class Bench:
             )
 
 
-def run(args: argparse.Namespace, work: Path) -> Bench:
+def run(args: argparse.Namespace, work: Path) -> list[Bench]:
+    """The whole run, `args.repeat` times against one registered model: one Bench per run."""
     rng = np.random.default_rng(0)
-    bench = Bench(args, {b: rng.random((b, 1, 28, 28), dtype=np.float32) for b in (1, args.batch)})
+    images = {b: rng.random((b, 1, 28, 28), dtype=np.float32) for b in (1, args.batch)}
     with ExitStack() as stack:
         if args.tracking_uri:
             tracking_uri, version = args.tracking_uri, args.model_version
@@ -150,56 +158,81 @@ def run(args: argparse.Namespace, work: Path) -> Bench:
             tracking_uri, version = stack.enter_context(throwaway_registry(work, args.train_limit))
         model_uri = f"models:/{MODEL}/{version}"
         print(f"model: {model_uri} at {tracking_uri}", flush=True)
+        runs = []
+        for index in range(args.repeat):
+            if args.repeat > 1:
+                print(f"run {index + 1} of {args.repeat}", flush=True)
+            bench = Bench(args, images)
+            run_once(bench, tracking_uri, model_uri, work)
+            runs.append(bench)
+    return runs
 
-        if "a" in args.configs:
-            label = "in-process pyfunc.predict"
+
+def run_once(bench: Bench, tracking_uri: str, model_uri: str, work: Path) -> None:
+    args = bench.args
+    if "a" in args.configs:
+        label = "in-process pyfunc.predict"
+        mlflow.set_tracking_uri(tracking_uri)
+        began = time.monotonic()
+        model = mlflow.pyfunc.load_model(model_uri)
+        bench.servers.append(Server("a", label, time.monotonic() - began, None))
+        print(f"(a) {label}: loaded in {bench.servers[-1].cold_start_s:.1f} s", flush=True)
+        bench.measure(
+            "a",
+            label,
+            "call",
+            lambda b, c, s: load.in_process(lambda: model.predict(bench.images[b]), clients=c, seconds=s, batch=b),
+        )
+    if "b" in args.configs:
+        label = "mlflow models serve"
+        with servers.stock_scoring(tracking_uri, model_uri, work) as srv:
+            print(f"(b) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
+            bodies = {b: json.dumps({"inputs": im.tolist()}).encode() for b, im in bench.images.items()}
+            bench.rest("b", label, f"{srv.http_url}/invocations", bodies)
+            bench.servers.append(Server("b", label, srv.cold_start_s, srv.rss_mb()))
+    if "c" in args.configs:
+        label = "--enable-mlserver, defaults"
+        with servers.stock_mlserver(tracking_uri, model_uri, work) as srv:
+            print(f"(c) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
+            url = f"{srv.http_url}/v2/models/{servers.STOCK_MLSERVER_MODEL}/infer"
+            bench.rest("c", label, url, bench.v2_bodies)
+            bench.servers.append(Server("c", label, srv.cold_start_s, srv.rss_mb()))
+    if "d" in args.configs:
+        label = "ours, as shipped" if not args.ours_env else "ours, " + " ".join(args.ours_env)
+        overrides = dict(item.split("=", 1) for item in args.ours_env)
+        with servers.ours(tracking_uri, MODEL, work, **overrides) as srv:
+            print(f"(d) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
+            bench.rest("d", label, f"{srv.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies)
+            if overrides.get("SANDBOX_SERVING_FAST_TENSORS", "true").lower() != "false":
+                bench.rest_binary("d", label, f"{srv.http_url}/v2/models/{MODEL}/infer")
+            assert srv.grpc_target is not None
+            bench.grpc("d", label, srv.grpc_target)
+            bench.servers.append(Server("d", label, srv.cold_start_s, srv.rss_mb()))
+            if args.profile:
+                bench.profile(srv, work)
+            if "f" in args.configs:
+                with servers.routed(srv, work) as router:
+                    label = "(d) through the router (Envoy)"
+                    print(f"(f) {label}: ready in {router.cold_start_s:.1f} s", flush=True)
+                    bench.rest("f", label, f"{router.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies)
+                    assert router.grpc_target is not None
+                    bench.grpc("f", label, router.grpc_target)
+                    bench.servers.append(Server("f", label, router.cold_start_s, router.rss_mb()))
+    if "e" in args.configs:
+        label = f"KServe {kserve_env.KSERVE_VERSION}, " + (" ".join(args.kserve_env) or "defaults")
+        environment = dict(item.split("=", 1) for item in args.kserve_env)
+        with servers.kserve(tracking_uri, model_uri, MODEL, args.kserve_python, work, **environment) as srv:
+            print(f"(e) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
+            url = f"{srv.http_url}/v2/models/{MODEL}/infer"
+            # A server of another environment: its answers must be MLflow's before it is timed.
             mlflow.set_tracking_uri(tracking_uri)
-            began = time.monotonic()
             model = mlflow.pyfunc.load_model(model_uri)
-            bench.servers.append(Server("a", label, time.monotonic() - began, None))
-            print(f"(a) {label}: loaded in {bench.servers[-1].cold_start_s:.1f} s", flush=True)
-            bench.measure(
-                "a",
-                label,
-                "call",
-                lambda b, c, s: load.in_process(lambda: model.predict(bench.images[b]), clients=c, seconds=s, batch=b),
-            )
-        if "b" in args.configs:
-            label = "mlflow models serve"
-            with servers.stock_scoring(tracking_uri, model_uri, work) as srv:
-                print(f"(b) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
-                bodies = {b: json.dumps({"inputs": im.tolist()}).encode() for b, im in bench.images.items()}
-                bench.rest("b", label, f"{srv.http_url}/invocations", bodies)
-                bench.servers.append(Server("b", label, srv.cold_start_s, srv.rss_mb()))
-        if "c" in args.configs:
-            label = "--enable-mlserver, defaults"
-            with servers.stock_mlserver(tracking_uri, model_uri, work) as srv:
-                print(f"(c) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
-                url = f"{srv.http_url}/v2/models/{servers.STOCK_MLSERVER_MODEL}/infer"
-                bench.rest("c", label, url, bench.v2_bodies)
-                bench.servers.append(Server("c", label, srv.cold_start_s, srv.rss_mb()))
-        if "d" in args.configs:
-            label = "ours, as shipped" if not args.ours_env else "ours, " + " ".join(args.ours_env)
-            overrides = dict(item.split("=", 1) for item in args.ours_env)
-            with servers.ours(tracking_uri, MODEL, work, **overrides) as srv:
-                print(f"(d) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
-                bench.rest("d", label, f"{srv.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies)
-                if overrides.get("SANDBOX_SERVING_FAST_TENSORS", "true").lower() != "false":
-                    bench.rest_binary("d", label, f"{srv.http_url}/v2/models/{MODEL}/infer")
-                assert srv.grpc_target is not None
-                bench.grpc("d", label, srv.grpc_target)
-                bench.servers.append(Server("d", label, srv.cold_start_s, srv.rss_mb()))
-                if args.profile:
-                    bench.profile(srv, work)
-                if "e" in args.configs:
-                    with servers.routed(srv, work) as router:
-                        label = "(d) through the router (Envoy)"
-                        print(f"(e) {label}: ready in {router.cold_start_s:.1f} s", flush=True)
-                        bench.rest("e", label, f"{router.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies)
-                        assert router.grpc_target is not None
-                        bench.grpc("e", label, router.grpc_target)
-                        bench.servers.append(Server("e", label, router.cold_start_s, router.rss_mb()))
-    return bench
+            expected = {batch: model.predict(images) for batch, images in bench.images.items()}
+            bench.rest("e", label, url, bench.v2_bodies, expected)
+            bench.rest_binary("e", label, url)
+            assert srv.grpc_target is not None
+            bench.grpc("e", label, srv.grpc_target)
+            bench.servers.append(Server("e", label, srv.cold_start_s, srv.rss_mb()))
 
 
 def machine() -> str:
@@ -218,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16])
     parser.add_argument("--batch", type=int, default=32, help="images per request of the batch case")
     parser.add_argument(
-        "--configs", default=",".join(CONFIGS), help="which of a,b,c,d,e to run (default all; e needs d)"
+        "--configs", default=",".join(CONFIGS), help="which of a,b,c,d,e,f to run (default all; f needs d)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="make the whole run N times; report min and median of each ratio"
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--train-limit", type=int, default=2000, help="images to train the throwaway model on")
@@ -232,20 +268,33 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="a serving setting for (d), to try one before it becomes the default (repeatable)",
     )
+    parser.add_argument(
+        "--kserve-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for (e), KServe's server (OMP_NUM_THREADS=1, ...; repeatable)",
+    )
     args = parser.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     if unknown := set(args.configs) - set(CONFIGS):
         parser.error(f"unknown configs {sorted(unknown)}; choose from {','.join(CONFIGS)}")
-    if shutil.which("wrk") is None and set(args.configs) & {"b", "c", "d"}:
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if "f" in args.configs and "d" not in args.configs:
+        parser.error("config f (the router in front of (d)) needs d")
+    if shutil.which("wrk") is None and set(args.configs) & {"b", "c", "d", "e", "f"}:
         print("error: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
         return 2
     if args.profile and profile.py_spy() is None:
         print("error: --profile needs py-spy (pip install py-spy; it is in this project's dev extra)", file=sys.stderr)
         return 2
+    # Before anything is measured: building the venv takes a while the first time, and fails loudly here.
+    args.kserve_python = kserve_env.python() if "e" in args.configs else None
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     try:
-        bench = run(args, work)
+        runs = run(args, work)
         for raw in work.glob("profile-*.txt"):
             shutil.copy(raw, args.out / raw.name)
     finally:
@@ -253,18 +302,29 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (
         f"Serving benchmark, {stamp}; {args.duration:g} s per case after {args.warmup:g} s warm-up; "
-        f"closed-loop clients on loopback.\nMachine: {machine()}."
+        f"closed-loop clients on loopback"
+        + (f"; the whole run {args.repeat} times" if args.repeat > 1 else "")
+        + f".\nMachine: {machine()}."
     )
     table = args.out / "serving-benchmark.md"
-    text = markdown(bench.rows, bench.servers, header)
-    if bench.profiles:
-        text += (
-            "\nWhere (d)'s event loop spends each request's CPU time (py-spy, "
-            f"{profile.SAMPLE_RATE} samples/s; raw stacks in {args.out}/profile-*.txt):\n\n"
-        )
-        text += profile.markdown(bench.profiles)
-    table.write_text(text)
-    chart(bench.rows, args.out / "serving-benchmark.png", f"Serving benchmark ({stamp})")
+    parts = [header, ""]
+    if len(runs) > 1:
+        parts += [repeated([bench.rows for bench in runs]), ""]
+    for index, bench in enumerate(runs, 1):
+        if len(runs) > 1:
+            parts += [f"### Run {index} of {len(runs)}", ""]
+        parts.append(markdown(bench.rows, bench.servers))
+        if bench.profiles:
+            parts.append(
+                "Where (d)'s event loop spends each request's CPU time (py-spy, "
+                f"{profile.SAMPLE_RATE} samples/s; raw stacks in {args.out}/profile-*.txt):\n\n"
+                + profile.markdown(bench.profiles)
+            )
+    table.write_text("\n".join(parts))
+    title = f"Serving benchmark ({stamp})" + (
+        f", median of {len(runs)} runs, bars from min to max" if len(runs) > 1 else ""
+    )
+    chart([bench.rows for bench in runs], args.out / "serving-benchmark.png", title)
     print("\n" + table.read_text())
     print(f"wrote {table} and {args.out / 'serving-benchmark.png'}")
     return 0

@@ -13,7 +13,7 @@ import requests
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2 as pb
 
-from mlops_sandbox.v2 import INPUT_NAME
+from mlops_sandbox.v2 import INPUT_NAME, rest_request_body
 from tools.benchmark import load, servers
 from tools.ports import free_port
 
@@ -57,6 +57,18 @@ def throwaway_registry(work: Path, train_limit: int) -> Iterator[tuple[str, str]
         yield tracking_uri, json.loads(result.read_text())["version"]
 
 
+def rest_json_request_body(images: np.ndarray) -> bytes:
+    """A V2 JSON request body for float32 images (N, 1, 28, 28) whose answer is JSON too: tritonclient's JSON
+    body without the `"binary_data_output": true` it adds when no output is named. MLServer ignores that
+    parameter in a JSON request; KServe honours it and answers with binary outputs, which would make its JSON
+    case a different one from the others'."""
+    document = json.loads(rest_request_body(images))
+    document.get("parameters", {}).pop("binary_data_output", None)
+    if not document.get("parameters"):
+        document.pop("parameters", None)
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
 def grpc_request(model: str, images: np.ndarray) -> bytes:
     """A V2 ModelInferRequest (tritonclient's protocol classes) carrying the float32 batch (N, 1, 28, 28) as raw
     little-endian bytes, serialized once: the load generator then sends bytes, and no client library spends, per
@@ -68,12 +80,23 @@ def grpc_request(model: str, images: np.ndarray) -> bytes:
     ).SerializeToString()
 
 
-def check_rest(url: str, body: bytes, batch: int) -> None:
-    """One request before measuring: the server must answer it with `batch` predictions, not an error."""
+def check_rest(url: str, body: bytes, batch: int, expected: np.ndarray | None = None) -> None:
+    """One request before measuring: the server must answer it with `batch` predictions, not an error, and with
+    `expected` (float32 probabilities (N, 10), MLflow's in-process answer) when given: the same digits, and
+    probabilities equal to float32 rounding. Not bit for bit: a server with another number of torch threads
+    (OMP_NUM_THREADS) sums the matrix products in another order, which moves the last bits."""
     response = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
     if response.status_code != 200:
         raise RuntimeError(f"POST {url} answered {response.status_code}: {response.text[:500]}")
     answer = response.json()
+    if expected is not None:
+        output = answer["outputs"][0]
+        got = np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
+        if got.shape != expected.shape or not np.array_equal(got.argmax(axis=1), expected.argmax(axis=1)):
+            raise RuntimeError(f"POST {url} predicted other digits than MLflow's pyfunc.predict in-process")
+        if not np.allclose(got, expected, rtol=1e-5, atol=1e-6):
+            worst = float(np.abs(got - expected).max())
+            raise RuntimeError(f"POST {url} answered probabilities up to {worst:g} away from pyfunc.predict's")
     predictions = answer["outputs"][0]["shape"][0] if "outputs" in answer else len(answer["predictions"])
     if predictions != batch:
         raise RuntimeError(f"POST {url} returned {predictions} predictions for {batch} images")

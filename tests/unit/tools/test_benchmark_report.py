@@ -1,0 +1,42 @@
+"""The benchmark's report over repeated runs: each ratio is taken inside one run, then its minimum and median."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tools.benchmark.load import Measurement
+from tools.benchmark.report import Row, chart, markdown, repeated
+
+
+def _row(config: str, protocol: str, req_s: float, p99_ms: float, *, batch: int = 1) -> Row:
+    measured = Measurement(int(req_s * 10), 10.0, 0, p99_ms / 2, p99_ms, batch)
+    return Row(config, f"label {config}", protocol, batch, 16, measured)
+
+
+def _run(stock: float, ours: float, kserve: float, limit: float) -> list[Row]:
+    return [
+        _row("a", "call", limit, 5.0),
+        _row("c", "REST", stock, 30.0),
+        _row("d", "REST", ours, 10.0),
+        _row("e", "REST", kserve, 20.0),
+    ]
+
+
+def test_min_and_median_of_each_ratio_and_how_many_runs_met_each_goal() -> None:
+    # (c) is faster in the second run: ratios are taken run by run, never against another run's (c).
+    runs = [_run(1000, 3500, 2000, 7000), _run(2000, 5000, 4500, 8000), _run(1000, 2500, 1000, 5000)]
+    text = repeated(runs)
+    assert "| (d) label d | REST | 1 | 16 | 3,500 | 2.50 / 2.50 | 0.500 / 0.500 | 0.33 / 0.33 |" in text, text
+    assert "| (c) label c | REST | 1 | 16 | 1,000 | 1 | 0.143 / 0.200 | 1.00 / 1.00 |" in text, text
+    assert "| single image, 16 clients, REST req/s vs (c) | >= 3x | 2.50 / 2.50 / 3.50x | 1 of 3 runs |" in text, text
+    kserve_goal = "| (d) vs (e) KServe, images/s, batch 1, 16 client(s), REST | >= 1.2x | 1.11 / 1.75 / 2.50x |"
+    assert f"{kserve_goal} 2 of 3 runs |" in text, text
+
+
+def test_a_single_run_keeps_its_table_and_the_chart_draws_the_runs(tmp_path: Path) -> None:
+    run = _run(1000, 3500, 2000, 7000)
+    table = markdown(run, [])
+    assert "| (e) label e | REST | 1 | 16 | 2,000 | 2,000 | 10.00 | 20.00 | 0 | 2.00 | 0.286 | 0.67 |" in table, table
+    assert "Minimum / median" not in table
+    chart([run, _run(2000, 5000, 4500, 8000)], tmp_path / "chart.png", "two runs")
+    assert (tmp_path / "chart.png").stat().st_size > 10_000
