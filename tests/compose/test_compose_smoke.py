@@ -13,19 +13,17 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+from compose_images import build, locked, run
 from compose_stack import (
     BASE_IMAGE,
     COMPOSE,
@@ -34,25 +32,23 @@ from compose_stack import (
     ROOT,
     SMOKE_IMAGES,
     SMOKE_OVERRIDE,
-    WHEELHOUSE_PORT,
     ComposeStack,
     compose_env,
-    image_exists,
     model_artifact_keys,
     psql,
 )
 
 from mlops_sandbox.mnist import load_test_set
 from mlops_sandbox.v2 import V2Client
+from tests.conftest import ImageBuild
 from tests.doc_blocks import DOCUMENTS, Session, blocks
-from tests.support import module_env, run_module, server
+from tests.support import module_env, run_module
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(2700)]
 
 MIN_ACCURACY = 0.85
 
 
-WHEELHOUSE = ROOT / "infra" / "images" / "wheelhouse"
 DOCKER_SHIM = """#!/bin/sh
 # `docker compose` is the standalone Compose binary here (no Docker CLI plugins on these machines).
 if [ "$1" = compose ]; then shift; exec {compose} "$@"; fi
@@ -81,56 +77,36 @@ def run_docker_blocks(stack: ComposeStack, work: Path) -> None:
                 session.run(block)
 
 
-@contextmanager
-def wheelhouse_server(log_dir: Path) -> Iterator[None]:
-    """The wheelhouse over HTTP on 127.0.0.1:WHEELHOUSE_PORT, for pip's --find-links in the image builds."""
-    args = ("--bind", "127.0.0.1", str(WHEELHOUSE_PORT), "--directory", str(WHEELHOUSE))
-    with server("wheelhouse", "http.server", module_env(), log_dir, f"http://127.0.0.1:{WHEELHOUSE_PORT}/", args=args):
-        yield
-
-
-def run(argv: list[str], timeout: float) -> str:
-    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(argv)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterator[dict[str, str]]:
-    """Steps 1-3, once for both backends; removes at the end the images that it built."""
-    lock = open("/tmp/mlops-sandbox-compose-smoke.lock", "w")  # noqa: SIM115 - held for the whole module
-    # Another smoke run on this machine uses the same image tags: take turns.
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    began = time.monotonic()
-    run([sys.executable, ".ci/ensure_dockerd.py"], timeout=900)
-    existed = {name for name in [BASE_IMAGE, *SMOKE_IMAGES.values()] if image_exists(name)}
-    run(["bash", ".ci/build_base_image.sh", BASE_IMAGE], timeout=900)
-    run(["bash", "infra/images/build_wheelhouse.sh", str(WHEELHOUSE)], timeout=1800)
-    builder = ComposeStack("build", tmp_path_factory.mktemp("build"), mnist_root)
-    builder.set(COMPOSE_PROFILES="postgres")
-    with wheelhouse_server(tmp_path_factory.mktemp("wheelhouse")):
-        # One build at a time: the legacy builder shares stages through its cache, and an ML build
-        # alone peaks at about 16 GB.
-        builder.compose("build", timeout=2400, env={"COMPOSE_PARALLEL_LIMIT": "1"})
-    sizes = {
-        name: int(run([DOCKER, "image", "inspect", "--format", "{{.Size}}", name], timeout=60))
-        for name in SMOKE_IMAGES.values()
-    }
-    print(f"\nsmoke images built in {time.monotonic() - began:.0f} s:", flush=True)
-    for name, size in sizes.items():
-        print(f"  {name}: {size / 1e9:.2f} GB", flush=True)
-    try:
-        yield SMOKE_IMAGES
-    finally:
-        if os.environ.get("SMOKE_KEEP_IMAGES") != "1":
-            built = [name for name in [*SMOKE_IMAGES.values(), BASE_IMAGE] if name not in existed]
-            subprocess.run([DOCKER, "rmi", *built], capture_output=True, timeout=600)
-            subprocess.run(
-                [DOCKER, "image", "prune", "-f", "--filter", "label=mlops-sandbox.stage=build"],
-                capture_output=True,
-                timeout=600,
-            )
-        lock.close()
+def images(
+    tmp_path_factory: pytest.TempPathFactory, mnist_root: Path, image_build: ImageBuild | None
+) -> Iterator[dict[str, str]]:
+    """Steps 1-3, once for both backends (compose_images.py; in the background when other tests ran first);
+    removes at the end the images that it built."""
+    if image_build is not None:
+        began = time.monotonic()
+        existed = image_build.wait(timeout=2400)
+        print(f"\nwaited {time.monotonic() - began:.0f} s for the image builds ({image_build.log})", flush=True)
+    with locked():
+        if image_build is None:
+            existed = build(tmp_path_factory.mktemp("images"), mnist_root)
+        sizes = {
+            name: int(run([DOCKER, "image", "inspect", "--format", "{{.Size}}", name], timeout=60))
+            for name in SMOKE_IMAGES.values()
+        }
+        for name, size in sizes.items():
+            print(f"\n  {name}: {size / 1e9:.2f} GB", flush=True)
+        try:
+            yield SMOKE_IMAGES
+        finally:
+            if os.environ.get("SMOKE_KEEP_IMAGES") != "1":
+                built = [name for name in [*SMOKE_IMAGES.values(), BASE_IMAGE] if name not in existed]
+                subprocess.run([DOCKER, "rmi", *built], capture_output=True, timeout=600)
+                subprocess.run(
+                    [DOCKER, "image", "prune", "-f", "--filter", "label=mlops-sandbox.stage=build"],
+                    capture_output=True,
+                    timeout=600,
+                )
 
 
 def first_correct_prediction(stack: ComposeStack, images: np.ndarray, labels: np.ndarray, timeout: float) -> float:
@@ -260,21 +236,22 @@ def test_the_compose_stack_trains_serves_and_survives_a_restart(
             # Before any rollout, the router sends everything to production.
             through_router = V2Client(stack.router_url, MODEL_NAME).infer(x[:5])
             assert through_router.model_version == "1"
-            # The documentation's compose blocks, as written (see run_docker_blocks): predict, the cli service's
-            # list, train, a gated promotion, rollbacks and two blue-green rehearsals (@production on version
-            # 4, version 5 gated), then two canaries through the router: a good one (version 6, promoted) and
-            # a schema-breaking one (version 7, aborted at its first step).
+            # The documentation's compose blocks, as written (see run_docker_blocks; README's first steps are
+            # the same commands): predict, the cli service's list, train (version 2), a blue-green rehearsal
+            # (version 3 gated, promoted, rolled back), a gated promotion and a rollback (@production on
+            # version 1), then two canaries through the router: a good one (version 4, promoted) and a
+            # schema-breaking one (version 5, aborted at its first step).
             run_docker_blocks(stack, tmp_path)
             versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
-            assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4, 5, 6, 7]
-            assert client.get_model_version(MODEL_NAME, "5").tags["gate.outcome"] == "promoted"
-            assert client.get_model_version(MODEL_NAME, "6").tags["rollout.outcome"] == "promoted"
-            aborted = client.get_model_version(MODEL_NAME, "7").tags
+            assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4, 5]
+            assert client.get_model_version(MODEL_NAME, "3").tags["gate.outcome"] == "promoted"
+            assert client.get_model_version(MODEL_NAME, "4").tags["rollout.outcome"] == "promoted"
+            aborted = client.get_model_version(MODEL_NAME, "5").tags
             assert aborted["rollout.outcome"] == "aborted" and aborted["rollout.reason"].startswith("error rate")
-            assert client.get_model_version_by_alias(MODEL_NAME, "production").version == "6"
-            assert stack.rest().infer(x[:5]).model_version == "6", "serving follows @production"
+            assert client.get_model_version_by_alias(MODEL_NAME, "production").version == "4"
+            assert stack.rest().infer(x[:5]).model_version == "4", "serving follows @production"
             # The split is back on production, which now serves the promoted canary.
-            assert V2Client(stack.router_url, MODEL_NAME).infer(x[:5]).model_version == "6"
+            assert V2Client(stack.router_url, MODEL_NAME).infer(x[:5]).model_version == "4"
         else:
             assert_both_replicas_answer(stack, x)
             # As the README runs it: no --no-deps, since the training job trains only when nothing is registered.

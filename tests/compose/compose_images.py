@@ -1,0 +1,86 @@
+"""The compose smoke test's images: a Docker engine, the base image, the wheelhouse, then `docker compose build`.
+
+    python tests/compose/compose_images.py REPORT.json     # build what is missing; REPORT: what existed before
+
+A test session that runs the docker tests with others starts this in the background as it begins
+(tests/conftest.py) and runs the docker tests last: the builds (about 7 minutes on 2 cores) overlap the other
+tests instead of adding to them. The smoke test's `images` fixture waits for it, or builds inline when no
+background build was started (`pytest -m docker` alone).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script: the project's packages, then this folder's modules
+    sys.path.insert(0, str(ROOT))
+from compose_stack import BASE_IMAGE, SMOKE_IMAGES, WHEELHOUSE_PORT, ComposeStack, image_exists  # noqa: E402
+
+from mlops_sandbox.settings import MnistSettings  # noqa: E402
+from tests.support import module_env, server  # noqa: E402
+
+WHEELHOUSE = ROOT / "infra" / "images" / "wheelhouse"
+# Another smoke run on this machine uses the same image tags: they take turns.
+LOCK = Path("/tmp/mlops-sandbox-compose-smoke.lock")
+
+
+def run(argv: list[str], timeout: float) -> str:
+    """Run a build step from the project root; AssertionError with its output's tail when it fails."""
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(argv)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@contextmanager
+def locked() -> Iterator[None]:
+    """Hold the machine-wide smoke lock (flock, blocking) for the duration."""
+    with LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextmanager
+def wheelhouse_server(log_dir: Path) -> Iterator[None]:
+    """The wheelhouse over HTTP on 127.0.0.1:WHEELHOUSE_PORT, for pip's --find-links in the image builds."""
+    args = ("--bind", "127.0.0.1", str(WHEELHOUSE_PORT), "--directory", str(WHEELHOUSE))
+    with server("wheelhouse", "http.server", module_env(), log_dir, f"http://127.0.0.1:{WHEELHOUSE_PORT}/", args=args):
+        yield
+
+
+def build(work: Path, mnist_root: Path) -> list[str]:
+    """Build every smoke image that is missing (the caller holds the lock). Returns the image names that existed
+    before, which the test leaves in place at the end. AssertionError naming the step that failed."""
+    began = time.monotonic()
+    run([sys.executable, ".ci/ensure_dockerd.py"], timeout=900)
+    existed = [name for name in [BASE_IMAGE, *SMOKE_IMAGES.values()] if image_exists(name)]
+    run(["bash", ".ci/build_base_image.sh", BASE_IMAGE], timeout=900)
+    run(["bash", "infra/images/build_wheelhouse.sh", str(WHEELHOUSE)], timeout=1800)
+    (work / "build").mkdir(parents=True, exist_ok=True)
+    builder = ComposeStack("build", work / "build", mnist_root)
+    builder.set(COMPOSE_PROFILES="postgres")
+    (work / "wheelhouse").mkdir(exist_ok=True)
+    with wheelhouse_server(work / "wheelhouse"):
+        # One build at a time: the legacy builder shares stages through its cache, and an ML build
+        # alone peaks at about 16 GB.
+        builder.compose("build", timeout=2400, env={"COMPOSE_PARALLEL_LIMIT": "1"})
+    print(f"smoke images built in {time.monotonic() - began:.0f} s", flush=True)
+    return existed
+
+
+def main(report: Path) -> int:
+    with locked():
+        existed = build(report.parent, MnistSettings().root.resolve())
+    report.write_text(json.dumps({"existed": existed}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
