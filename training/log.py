@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import warnings
+from pathlib import Path
+from typing import Literal
 
 import mlflow
 import numpy as np
@@ -12,6 +16,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
+from training import model as model_module
 from training import plots
 from training.data import MnistSplits
 from training.model import IMAGE_SHAPE, NUM_CLASSES, SimpleNN, for_serving
@@ -47,7 +52,6 @@ def log_datasets(data: MnistSplits) -> None:
 def _requirements() -> list[str]:
     # Pinned to what trained the model (without local build tags such as +cpu), so a serving
     # environment built from them matches; faster and more exact than MLflow's inference.
-    # cloudpickle loads no part of this model, but mlflow.pytorch imports it (its default pickle module).
     import cloudpickle
 
     def public(version: str) -> str:
@@ -61,29 +65,43 @@ def _requirements() -> list[str]:
     ]
 
 
-def log_model(model: SimpleNN, example: torch.Tensor) -> mlflow.models.model.ModelInfo:
+def log_model(
+    model: SimpleNN, example: torch.Tensor, serialization_format: Literal["pickle", "pt2"] = "pickle"
+) -> mlflow.models.model.ModelInfo:
     """Log the network as served (softmax, eval mode) with its tensor signature, input example and pinned
-    requirements, as a torch.export program (data/model.pt2, MLflow's `serialization_format="pt2"`).
+    requirements, in MLflow's `serialization_format`:
 
-    The program is the traced graph of aten operators plus the weights as raw tensor bytes: loading it
-    runs no pickled Python objects (the pickled `torch.save` of the module that MLflow writes by default can
-    execute any code when loaded, MLflow warns) and needs no copy of training/model.py. The batch
-    dimension is dynamic, from 0 to any size: MLflow exports with `torch.export.Dim` wherever the
-    signature says -1.
+    - pickle: `torch.save` of the module, with training/model.py shipped as code so that it loads where this
+      project is not installed. Loading it runs whatever the pickle names (MLflow warns when it writes one).
+    - pt2: a torch.export program (data/model.pt2): the traced graph of aten operators and the weights as raw
+      tensor bytes; no pickled object and no code to ship. MLflow exports the batch dimension as an unbounded
+      `torch.export.Dim` (the signature's -1), so it takes any batch size from 0 up.
     """
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *IMAGE_SHAPE))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, NUM_CLASSES))]),
     )
-    return mlflow.pytorch.log_model(
-        for_serving(model),
-        name="model",
-        signature=signature,
-        # A batch of several images: torch.export specialises a dimension of size 0 or 1 in its example.
-        input_example=example.numpy(),
-        serialization_format="pt2",
-        pip_requirements=_requirements(),
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        code_paths = None
+        if serialization_format == "pickle":
+            # The pickled module refers to training.model.SimpleNN: ship exactly that module with the model
+            # so that it loads anywhere, not only inside this project.
+            package = Path(tmp) / "training"
+            package.mkdir()
+            (package / "__init__.py").write_text("")
+            shutil.copy(model_module.__file__, package / "model.py")
+            code_paths = [str(package)]
+        return mlflow.pytorch.log_model(
+            for_serving(model),
+            name="model",
+            signature=signature,
+            # A batch of several images keeps the batch dimension dynamic in every MLflow version (torch.export
+            # specialises a dimension of size 0 or 1 in its example).
+            input_example=example.numpy(),
+            code_paths=code_paths,
+            serialization_format=serialization_format,
+            pip_requirements=_requirements(),
+        )
 
 
 def log_figures(history: dict[str, list[float]], labels: np.ndarray, predicted: np.ndarray) -> None:

@@ -251,7 +251,7 @@ def test_the_compose_stack_trains_serves_and_survives_a_restart(
         assert run_metrics["test_accuracy"] >= MIN_ACCURACY
         artifacts = model_artifact_keys(stack.bucket_keys())
         assert any(key.endswith("/MLmodel") for key in artifacts), stack.bucket_keys()
-        assert any(key.endswith("/data/model.pt2") for key in artifacts), stack.bucket_keys()
+        assert any(key.endswith("/data/model.pth") for key in artifacts), stack.bucket_keys()
         if backend == "postgres":
             assert psql(stack, "select count(*) from model_versions") == "1"
 

@@ -8,8 +8,9 @@
           (N, 1, 28, 28) before production's module), logged with that flat signature. Clients that send
           (N, 1, 28, 28) are refused.
 
-The trained kinds are logged as the training job logs them (torch.export programs, training/log.py); so is the
-schema kind, whichever format production's version was logged in.
+The trained kinds are logged as the training job logs them (SANDBOX_TRAIN_SERIALIZATION_FORMAT, pickle by
+default). The schema kind is a torch.export program whatever production's format: torch.export traces
+production's module as loaded, an eager module from a pickle or a graph module from a program alike.
 """
 
 from __future__ import annotations

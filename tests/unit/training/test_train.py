@@ -78,10 +78,10 @@ def test_the_logged_model_takes_raw_pixels_for_any_batch(store: str, mnist_root:
     assert torch.allclose(loaded(images[:4]).sum(1), torch.ones(4), atol=1e-5)
 
 
-def test_the_model_files_load_without_unpickling_any_object(
+def test_as_pt2_the_model_files_load_without_unpickling_any_object(
     store: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result = train(store)
+    result = train(store, serialization_format="pt2")
     # MLflow warns, when it pickles a PyTorch model, that loading it can execute arbitrary code.
     assert "arbitrary code" not in capsys.readouterr().err
     mlflow.set_tracking_uri(store)

@@ -111,7 +111,10 @@ def test_direct_path_answers_exactly_what_mlflow_answers(saved_model: Path) -> N
 def test_direct_path_runs_a_torch_export_program_with_mlflows_answers(exported_model: Path) -> None:
     direct, through_mlflow = runtime(exported_model), runtime(exported_model, direct_path=False)
     assert direct.direct is not None and through_mlflow.direct is None
-    # The direct path's module holds the same weights as MLflow's copy, not a second set.
+    # The direct path runs a module of its own, without the per-call input checks, on the same weights as MLflow's
+    # copy, not a second set.
+    assert direct.direct.module is not direct._model.get_raw_model()
+    assert not hasattr(direct.direct.module, "_guards_fn")
     mlflow_weights = {t.data_ptr() for t in direct._model.get_raw_model().state_dict().values()}
     assert {t.data_ptr() for t in direct.direct.module.state_dict().values()} == mlflow_weights
     images = np.random.default_rng(1).random((10_000, 1, 28, 28), dtype=np.float32)
