@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import mlflow
 import numpy as np
@@ -64,27 +65,41 @@ def _requirements() -> list[str]:
     ]
 
 
-def log_model(model: SimpleNN, example: torch.Tensor) -> mlflow.models.model.ModelInfo:
-    """Log the network as served (softmax, eval mode) with its tensor signature, input example, pinned
-    requirements, and training/model.py as code, so that it loads where this project is not installed."""
+def log_model(
+    model: SimpleNN, example: torch.Tensor, serialization_format: Literal["pickle", "pt2"] = "pickle"
+) -> mlflow.models.model.ModelInfo:
+    """Log the network as served (softmax, eval mode) with its tensor signature, input example and pinned
+    requirements, in MLflow's `serialization_format`:
+
+    - pickle: `torch.save` of the module, with training/model.py shipped as code so that it loads where this
+      project is not installed. Loading it runs whatever the pickle names (MLflow warns when it writes one).
+    - pt2: a torch.export program (data/model.pt2): the traced graph of aten operators and the weights as raw
+      tensor bytes; no pickled object and no code to ship. MLflow exports the batch dimension as an unbounded
+      `torch.export.Dim` (the signature's -1), so it takes any batch size from 0 up.
+    """
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *IMAGE_SHAPE))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, NUM_CLASSES))]),
     )
     with tempfile.TemporaryDirectory() as tmp:
-        # The pickled module refers to training.model.SimpleNN: ship exactly that module with the model
-        # so that it loads anywhere, not only inside this project.
-        package = Path(tmp) / "training"
-        package.mkdir()
-        (package / "__init__.py").write_text("")
-        shutil.copy(model_module.__file__, package / "model.py")
+        code_paths = None
+        if serialization_format == "pickle":
+            # The pickled module refers to training.model.SimpleNN: ship exactly that module with the model
+            # so that it loads anywhere, not only inside this project.
+            package = Path(tmp) / "training"
+            package.mkdir()
+            (package / "__init__.py").write_text("")
+            shutil.copy(model_module.__file__, package / "model.py")
+            code_paths = [str(package)]
         return mlflow.pytorch.log_model(
             for_serving(model),
             name="model",
             signature=signature,
-            # A batch of several images keeps the batch dimension dynamic in every MLflow version.
+            # A batch of several images keeps the batch dimension dynamic in every MLflow version (torch.export
+            # specialises a dimension of size 0 or 1 in its example).
             input_example=example.numpy(),
-            code_paths=[str(package)],
+            code_paths=code_paths,
+            serialization_format=serialization_format,
             pip_requirements=_requirements(),
         )
 

@@ -6,7 +6,7 @@ connection, the model's name and MNIST's location are the shared classes of mlop
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
@@ -64,6 +64,13 @@ class TrainingSettings(SandboxSettings):
     """Stop after this many optimiser steps: a deliberately weak candidate for rehearsals."""
     log_every_steps: int | None = Field(None, ge=1, validation_alias="SANDBOX_TRAIN_LOG_EVERY_STEPS")
     """Also log the batch loss every this many optimiser steps (metric batch_loss); unset: per epoch only."""
+    serialization_format: Literal["pickle", "pt2"] = Field(
+        "pickle", validation_alias="SANDBOX_TRAIN_SERIALIZATION_FORMAT"
+    )
+    """How the model's files are written (MLflow's `serialization_format`). pickle: `torch.save` of the module,
+    which can execute any code when it is loaded. pt2: a torch.export program (graph and raw weights), loadable
+    with `MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`; served more slowly (10 % more server CPU per single-image REST
+    request, measured side by side: docs/performance.md), which is why it is not the default."""
 
     @field_validator("hidden_sizes", mode="before")
     @classmethod

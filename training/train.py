@@ -87,7 +87,7 @@ def run(settings: TrainingSettings) -> TrainingResult:
         mlflow.log_metrics({"test_loss": test_loss, "test_accuracy": test_accuracy})
         print(f"test accuracy {test_accuracy:.4f} on {len(data.test_x)} images", flush=True)
         log_figures(history, data.test_y.numpy(), predicted)
-        info = log_model(model, data.test_x[:4])
+        info = log_model(model, data.test_x[:4], settings.serialization_format)
         version = register(client, settings, info, test_accuracy)
     if settings.register_alias:
         print(registry.promote(client, settings.model.name, version, settings.register_alias).describe())
@@ -120,6 +120,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     parser.add_argument("--log-every-steps", type=int, help="log the batch loss every this many steps")
     parser.add_argument("--alias", dest="register_alias", help="staging, production or none")
+    parser.add_argument("--serialization-format", choices=("pickle", "pt2"), help="how the model's files are written")
     parser.add_argument("--model-name")
     parser.add_argument("--output-json", type=Path, help="write the result (version, URI, accuracy) here")
     return parser.parse_args(argv)

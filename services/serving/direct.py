@@ -8,11 +8,20 @@ autograd, on the module's device, answer as a CPU numpy array), so the answer is
 
 Every other request (another dtype or rank, several inputs, inference parameters, a pandas content type)
 takes MLflow's path unchanged, with MLflow's checks and error messages.
+
+A model logged as a torch.export program (MLflow's `serialization_format="pt2"`, data/model.pt2) loads as a
+graph module that checks every call's inputs against the program's guards and input constraints, in Python:
+about 100 us per call, more than the forward pass of one image (docs/performance.md). The direct path loads
+the same program once more without those checks (`ExportedProgram.module(check_guards=False)` and its
+`validate_inputs` switch, which torch's own module swapping turns off too). It takes only requests that
+match the signature, and MLflow exported the program from that signature (each -1 a `torch.export.Dim`
+with no bounds), so the checks left out could refuse nothing it takes. MLflow's path keeps them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,8 +46,13 @@ class DirectTorchModel:
     device: torch.device
 
     @classmethod
-    def of(cls, model: PyFuncModel) -> DirectTorchModel | None:
-        """The direct path for `model`, or None when it is not a plain PyTorch module with one tensor input."""
+    def of(cls, model: PyFuncModel, path: Path | None = None) -> DirectTorchModel | None:
+        """The direct path for `model`, or None when it is not a plain PyTorch module with one tensor input.
+
+        `path` is the local folder `model` was loaded from; a torch.export program (data/model.pt2) found there
+        is loaded again from it without its per-call input checks (see the module docstring). Without it, the
+        program runs as MLflow loaded it.
+        """
         if model.metadata.flavors.get("python_function", {}).get("loader_module") != "mlflow.pytorch":
             return None
         schema = model.metadata.get_input_schema()
@@ -46,7 +60,18 @@ class DirectTorchModel:
             return None
         spec = schema.inputs[0]
         module = model.get_raw_model()
-        if not isinstance(spec, TensorSpec) or not isinstance(module, torch.nn.Module) or module.training:
+        if not isinstance(spec, TensorSpec) or not isinstance(module, torch.nn.Module):
+            return None
+        if isinstance(module, torch.fx.GraphModule) and hasattr(module, "validate_inputs"):
+            # A torch.export program: traced as logged (eval mode), its `training` flag means nothing.
+            program = exported_program_file(model, path)
+            if program is not None:
+                unchecked = torch.export.load(program).module(check_guards=False)
+                unchecked.validate_inputs = False  # type: ignore[assignment]  # a flag, not a submodule
+                # The same tensors as MLflow's copy, not a second set of weights.
+                unchecked.load_state_dict(module.state_dict(), assign=True)
+                module = unchecked
+        elif module.training:
             return None
         parameter = next(module.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
@@ -74,3 +99,13 @@ class DirectTorchModel:
         with torch.inference_mode():
             answer = self.module(torch.from_numpy(array).to(self.device))
         return answer.cpu().numpy()
+
+
+def exported_program_file(model: PyFuncModel, path: Path | None) -> Path | None:
+    """The torch.export program (data/model.pt2, as mlflow.pytorch names it) of the MLflow model folder `path`
+    that `model` was loaded from, or None."""
+    if path is None:
+        return None
+    data = model.metadata.flavors.get("pytorch", {}).get("model_data", "data")
+    program = path / data / "model.pt2"
+    return program if program.is_file() else None

@@ -25,6 +25,7 @@ import functools
 import gc
 import math
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from mlflow.exceptions import MlflowException
 from mlserver.codecs import NumpyCodec
 from mlserver.errors import InferenceError
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
+from mlserver.utils import get_model_uri
 from mlserver_mlflow import MLflowRuntime
 from mlserver_mlflow.codecs import TensorDictCodec
 from prometheus_client import Counter
@@ -143,7 +145,10 @@ class RegistryModelRuntime(MLflowRuntime):
 
     async def load(self) -> bool:
         loaded = await super().load()
-        self.direct = DirectTorchModel.of(self._model) if self.extra.get("direct_path", True) else None
+        if self.extra.get("direct_path", True):
+            self.direct = DirectTorchModel.of(self._model, Path(await get_model_uri(self._settings)))
+        else:
+            self.direct = None
         # The counter's child for this model version, looked up once rather than per request.
         version = self.registry_version or ""
         self.served = SERVED_REQUESTS.labels(self.name, version)

@@ -19,8 +19,8 @@ from tools.ports import free_port
 
 
 @contextmanager
-def throwaway_registry(work: Path, train_limit: int) -> Iterator[tuple[str, str]]:
-    """A temporary MLflow server with one trained version of the model aliased @production."""
+def throwaway_server(work: Path) -> Iterator[str]:
+    """A temporary MLflow server, its store and artifacts under `work`; its tracking URI."""
     port = free_port()
     env = servers.clean_env(
         f"http://127.0.0.1:{port}",
@@ -31,6 +31,14 @@ def throwaway_registry(work: Path, train_limit: int) -> Iterator[tuple[str, str]
     tracking_uri = env["MLFLOW_TRACKING_URI"]
     argv = [servers.PYTHON, "-m", "services.mlflow.entrypoint"]
     with servers.started("mlflow", argv, env, f"{tracking_uri}/health", work):
+        yield tracking_uri
+
+
+@contextmanager
+def throwaway_registry(work: Path, train_limit: int) -> Iterator[tuple[str, str]]:
+    """A temporary MLflow server with one trained version of the model aliased @production."""
+    with throwaway_server(work) as tracking_uri:
+        env = servers.clean_env(tracking_uri)
         result = work / "training.json"
         trained = subprocess.run(
             [

@@ -4,8 +4,13 @@
 - worse:  a training run stopped after a handful of optimiser steps: it serves, answers, and is wrong more often.
 - slower: a genuinely larger network (three hidden layers of 4,096: 37 M parameters, 6.6 ms per image on
           one core against 0.1 ms), not an artificial sleep.
-- schema: production's own weights, logged again with a signature that expects flat (-1, 784) input, as an
-          exporter that flattened the images would log them. Clients that send (N, 1, 28, 28) are refused.
+- schema: production's own model behind a flattening exporter's front (flat (-1, 784) input, unflattened to
+          (N, 1, 28, 28) before production's module), logged with that flat signature. Clients that send
+          (N, 1, 28, 28) are refused.
+
+The trained kinds are logged as the training job logs them (SANDBOX_TRAIN_SERIALIZATION_FORMAT, pickle by
+default). The schema kind is a torch.export program whatever production's format: torch.export traces
+production's module as loaded, an eager module from a pickle or a graph module from a program alike.
 """
 
 from __future__ import annotations
@@ -50,27 +55,24 @@ def train(extra: Sequence[str]) -> str:
 def flat_signature_copy(client: MlflowClient, name: str, source_version: str) -> str:
     """Register `source_version`'s model again with a flat (-1, 784) input signature; the new version number."""
     import mlflow.pytorch  # torch is imported only by the one kind that needs it
+    from torch import nn
 
-    source = f"models:/{name}/{source_version}"
-    module = mlflow.pytorch.load_model(source)
-    with tempfile.TemporaryDirectory() as tmp:
-        # The model's own code folder (training/model.py) goes with it, as the training job ships it.
-        local = Path(mlflow.artifacts.download_artifacts(source, dst_path=tmp))
-        code = [str(path) for path in (local / "code").iterdir()] if (local / "code").is_dir() else None
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 784))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
+    module = mlflow.pytorch.load_model(f"models:/{name}/{source_version}")
+    flat = nn.Sequential(nn.Unflatten(1, (1, 28, 28)), module)
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 784))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
+    )
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name=f"flat-input copy of version {source_version}") as run:
+        mlflow.set_tag("sandbox.rehearsal", "schema-breaking candidate")
+        info = mlflow.pytorch.log_model(
+            flat,
+            name="model",
+            signature=signature,
+            input_example=np.zeros((2, 784), dtype=np.float32),
+            serialization_format="pt2",
         )
-        mlflow.set_experiment(EXPERIMENT)
-        with mlflow.start_run(run_name=f"flat-input copy of version {source_version}") as run:
-            mlflow.set_tag("sandbox.rehearsal", "schema-breaking candidate")
-            info = mlflow.pytorch.log_model(
-                module,
-                name="model",
-                signature=signature,
-                input_example=np.zeros((2, 784), dtype=np.float32),
-                code_paths=code,
-            )
     version = client.create_model_version(name, info.model_uri, run_id=run.info.run_id)
     client.update_model_version(
         name,

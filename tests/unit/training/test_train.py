@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,32 @@ def test_the_logged_model_takes_raw_pixels_for_any_batch(store: str, mnist_root:
     assert accuracy > 0.8
     loaded = mlflow.pytorch.load_model(result.model_uri)
     assert torch.allclose(loaded(images[:4]).sum(1), torch.ones(4), atol=1e-5)
+
+
+def test_as_pt2_the_model_files_load_without_unpickling_any_object(
+    store: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = train(store, serialization_format="pt2")
+    # MLflow warns, when it pickles a PyTorch model, that loading it can execute arbitrary code.
+    assert "arbitrary code" not in capsys.readouterr().err
+    mlflow.set_tracking_uri(store)
+    local = Path(mlflow.artifacts.download_artifacts(result.model_uri))
+    assert (local / "data" / "model.pt2").is_file()
+    assert not (local / "data" / "model.pth").exists()
+
+    # MLflow's own switch refuses pickled models; Python's unpickler, which runs whatever a pickle names, is
+    # taken away too (torch.load(weights_only=True) reads plain tensors with a restricted unpickler of its own).
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model's files were unpickled with Python's unrestricted unpickler")
+
+    for name in ("Unpickler", "load", "loads"):
+        monkeypatch.setattr(pickle, name, refused)
+    images = torch.rand(3, 1, 28, 28)
+    for batch in (1, 3):
+        assert mlflow.pytorch.load_model(result.model_uri)(images[:batch]).shape == (batch, 10)
+        assert mlflow.pyfunc.load_model(result.model_uri).predict(images[:batch].numpy()).shape == (batch, 10)
 
 
 def test_same_seed_same_metrics(store: str) -> None:

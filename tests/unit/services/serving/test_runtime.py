@@ -44,6 +44,25 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same architecture logged as the training job logs it: a torch.export program (training/log.py)."""
+    path = tmp_path_factory.mktemp("exported") / "model"
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
+    )
+    mlflow.pytorch.save_model(
+        for_serving(build_model((64,), 0.1, seed=1)),
+        str(path),
+        signature=signature,
+        input_example=IMAGES,
+        serialization_format="pt2",
+        pip_requirements=[],
+    )
+    return path
+
+
 def runtime(model_dir: Path, **extra: object) -> RegistryModelRuntime:
     settings = ModelSettings(
         name="digits",
@@ -87,6 +106,26 @@ def test_direct_path_answers_exactly_what_mlflow_answers(saved_model: Path) -> N
     view = np.frombuffer(IMAGES.tobytes(), dtype="<f4")
     for model in (direct, through_mlflow):
         assert np.array_equal(probabilities(model, request(IMAGES, data=view)), expected)
+
+
+def test_direct_path_runs_a_torch_export_program_with_mlflows_answers(exported_model: Path) -> None:
+    direct, through_mlflow = runtime(exported_model), runtime(exported_model, direct_path=False)
+    assert direct.direct is not None and through_mlflow.direct is None
+    # The direct path runs a module of its own, without the per-call input checks, on the same weights as MLflow's
+    # copy, not a second set.
+    assert direct.direct.module is not direct._model.get_raw_model()
+    assert not hasattr(direct.direct.module, "_guards_fn")
+    mlflow_weights = {t.data_ptr() for t in direct._model.get_raw_model().state_dict().values()}
+    assert {t.data_ptr() for t in direct.direct.module.state_dict().values()} == mlflow_weights
+    images = np.random.default_rng(1).random((10_000, 1, 28, 28), dtype=np.float32)
+    for batch in (1, 3, 32, 10_000):
+        view = np.frombuffer(images[:batch].tobytes(), dtype="<f4")  # as raw gRPC tensors arrive
+        answer = probabilities(direct, request(images[:batch], data=view))
+        assert answer.shape == (batch, 10)
+        assert np.array_equal(answer, probabilities(through_mlflow, request(images[:batch], data=view)))
+    # What the direct path does not take still gets MLflow's checks and its reason.
+    with pytest.raises(InferenceError, match="does not match"):
+        asyncio.run(direct.predict(request(IMAGES.reshape(3, 784))))
 
 
 @pytest.mark.parametrize(
