@@ -34,6 +34,9 @@ class Store:
     db: Path
     artifacts: Path
     run_ids: list[str]
+    seen: dict[str, Any]
+    """What a user sees through the tracking server on the SQLite store (`snapshot`): the clients' MLflow cannot
+    open the server's store directly, whose schema is the server's release's."""
 
     @property
     def uri(self) -> str:
@@ -75,7 +78,8 @@ def store(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
         experiment = client.get_run(run_ids[0]).info.experiment_id
         client.set_experiment_tag(experiment, "team", "vision")
         client.set_registered_model_tag(MODEL, "owner", "mlops")
-    yield Store(root / "mlflow.db", root / "artifacts", run_ids)
+        seen = snapshot(client, run_ids)
+    yield Store(root / "mlflow.db", root / "artifacts", run_ids, seen)
 
 
 def migrate(store: Store, target: str, *args: str) -> Any:
@@ -135,7 +139,7 @@ def snapshot(client: MlflowClient, run_ids: list[str]) -> dict[str, Any]:
 
 @pytest.mark.timeout(600)
 def test_migration_round_trips_a_trained_store(store: Store, postgres_uri: str, tmp_path: Path) -> None:
-    before = snapshot(MlflowClient(store.uri), store.run_ids)
+    before = store.seen
     began = time.monotonic()
     result = migrate(store, postgres_uri)
     seconds = time.monotonic() - began

@@ -22,6 +22,7 @@ import sys
 import time
 
 import sqlalchemy as sa
+from mlflow.version import VERSION as MLFLOW_VERSION
 from sqlalchemy.engine import Engine, make_url
 
 from infra.ops.migrate_store.checksums import format_report, verify
@@ -61,8 +62,9 @@ def migrate(args: argparse.Namespace) -> int:
         raise MigrationError(f"{describe(args.source)} is not an MLflow store (it has no alembic_version)")
     if source_revision != head:
         raise MigrationError(
-            f"the source is at schema revision {source_revision}, this MLflow expects {head}: "
-            f"back it up, run `mlflow db upgrade {args.source}`, then migrate"
+            f"the source is at schema revision {source_revision}, this MLflow ({MLFLOW_VERSION}) expects {head}: "
+            "run the migration with the tracking server's MLflow (.venv-tracking/bin/python locally); for a store "
+            f"older than that, back it up, run `mlflow db upgrade {args.source}` with it, then migrate"
         )
     source_meta = reflect(source)
     tables = data_tables(source_meta)
