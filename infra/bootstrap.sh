@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create or update the project's virtual environment in .venv (idempotent, fast when up to date).
+# Create or update the project's virtual environments (idempotent, fast when up to date): .venv, and the
+# tracking server's .venv-tracking, which runs a newer MLflow than training and serving (pyproject.toml, the
+# `tracking` extra).
 # Python 3.11 or 3.12 is required (MLServer 1.7.1 does not support 3.13); 3.11 is preferred.
 # It installs exactly what the lock pins (infra/images/requirements/dev*.txt, exported from uv.lock), then the
 # project itself in editable mode, without dependencies. pip runs doubly quiet (only errors reach the terminal)
@@ -39,22 +41,47 @@ stamp_of() {  # stamp_of VARIANT: the file that says .venv holds exactly this lo
   [ "$1" = cpu ] && locked=$REQUIREMENTS/dev-cpu.txt
   echo ".venv/.installed-$(cat pyproject.toml "$locked" | sha256sum | cut -c1-16)-$1"
 }
+
+install_main() {  # the locked dev dependencies, then the project in editable mode
+  if [ -n "$TORCH_INDEX" ] && reachable "$TORCH_INDEX/torch/"; then
+    variant=cpu
+    echo "installing the locked dependencies into .venv, torch from $TORCH_INDEX (a few minutes)"
+    .venv/bin/python -m pip install --quiet --quiet --no-compile --extra-index-url "$TORCH_INDEX" -r "$REQUIREMENTS/dev-cpu.txt"
+  else
+    variant=cuda
+    [ -n "$TORCH_INDEX" ] && echo "note: $TORCH_INDEX cannot be reached: torch comes from PyPI, with its CUDA libraries (several GB more)"
+    echo "installing the locked dependencies into .venv (torch is several GB: a few minutes)"
+    .venv/bin/python -m pip install --quiet --quiet --no-compile -r "$REQUIREMENTS/dev.txt"
+  fi
+  .venv/bin/python -m pip install --quiet --quiet --no-deps -e .
+  # A module that does not compile (some packages ship such test files) only stays uncompiled: not an error.
+  .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
+  rm -f .venv/.installed-*
+  touch "$(stamp_of "$variant")"
+}
+
+# The tracking server's environment: the locked `tracking` extra, then the project in editable mode without
+# dependencies, which also registers its S3 artifact store with this MLflow (the entry point in pyproject.toml).
+# No torch: 43 s the first time with pip's cache warm, 0.1 s when up to date (measured here, 2 cores).
+install_tracking() {
+  local stamp
+  stamp=".venv-tracking/.installed-$(cat pyproject.toml "$REQUIREMENTS/tracking.txt" | sha256sum | cut -c1-16)"
+  [ -e "$stamp" ] && return
+  if [ ! -x .venv-tracking/bin/python ]; then
+    "$(pick_python)" -m venv .venv-tracking
+    .venv-tracking/bin/python -m pip install --quiet --quiet --upgrade pip
+  fi
+  echo "installing the tracking server's locked dependencies into .venv-tracking"
+  .venv-tracking/bin/python -m pip install --quiet --quiet --no-compile -r "$REQUIREMENTS/tracking.txt"
+  .venv-tracking/bin/python -m pip install --quiet --quiet --no-deps -e .
+  .venv-tracking/bin/python -m compileall -q -j 0 \
+    "$(.venv-tracking/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
+  rm -f .venv-tracking/.installed-*
+  touch "$stamp"
+}
+
 # Up to date with either variant: nothing to do (and no index to ask).
-if [ -e "$(stamp_of cpu)" ] || [ -e "$(stamp_of cuda)" ]; then
-  exit 0
+if [ ! -e "$(stamp_of cpu)" ] && [ ! -e "$(stamp_of cuda)" ]; then
+  install_main
 fi
-if [ -n "$TORCH_INDEX" ] && reachable "$TORCH_INDEX/torch/"; then
-  variant=cpu
-  echo "installing the locked dependencies into .venv, torch from $TORCH_INDEX (a few minutes)"
-  .venv/bin/python -m pip install --quiet --quiet --no-compile --extra-index-url "$TORCH_INDEX" -r "$REQUIREMENTS/dev-cpu.txt"
-else
-  variant=cuda
-  [ -n "$TORCH_INDEX" ] && echo "note: $TORCH_INDEX cannot be reached: torch comes from PyPI, with its CUDA libraries (several GB more)"
-  echo "installing the locked dependencies into .venv (torch is several GB: a few minutes)"
-  .venv/bin/python -m pip install --quiet --quiet --no-compile -r "$REQUIREMENTS/dev.txt"
-fi
-.venv/bin/python -m pip install --quiet --quiet --no-deps -e .
-# A module that does not compile (some packages ship such test files) only stays uncompiled: not an error.
-.venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
-rm -f .venv/.installed-*
-touch "$(stamp_of "$variant")"
+install_tracking

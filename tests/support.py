@@ -20,6 +20,9 @@ from tools.ports import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+TRACKING_PYTHON = str(PROJECT_ROOT / os.environ.get("SANDBOX_TRACKING_PYTHON", ".venv-tracking/bin/python"))
+"""The tracking server's own environment (bash infra/bootstrap.sh), with a newer MLflow than the clients' PYTHON:
+the tests run the server as the sandbox does, so that they test that pair."""
 
 
 def host_port_names() -> list[str]:
@@ -54,6 +57,40 @@ def module_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def logged_model_id(source: str) -> str:
+    """The logged model's id in a model version's `models:/m-<id>` source, for `create_model_version(model_id=...)`,
+    which the tracking server's MLflow requires with such a source. A 3.12 client reads `ModelVersion.model_id` as
+    None from that server (measured), so the id is taken from the source."""
+    assert source.startswith("models:/m-"), f"not a logged model's source: {source}"
+    return source.removeprefix("models:/")
+
+
+def tracking_mlflow(code: str, *args: str) -> str:
+    """Run Python `code` (with `args` in sys.argv[1:]) in the tracking server's environment; its stdout, stripped.
+    For what must be done with the server's MLflow release, such as reading its schema revision."""
+    done = subprocess.run(
+        [TRACKING_PYTHON, "-c", code, *args], cwd=str(PROJECT_ROOT), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip()
+
+
+def tracking_schema_head() -> str:
+    """The alembic revision of the tracking server's MLflow schema (which the clients' older MLflow does not know)."""
+    return tracking_mlflow("from mlops_sandbox.store_schema import head_revision; print(head_revision())")
+
+
+@contextmanager
+def tracking_server(
+    env: dict[str, str], log_dir: Path, ready_url: str, *, timeout: float = 120
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The MLflow tracking server (services.mlflow.entrypoint) from its own environment, as the sandbox runs it."""
+    with server(
+        "mlflow", "services.mlflow.entrypoint", env, log_dir, ready_url, timeout=timeout, python=TRACKING_PYTHON
+    ) as proc:
+        yield proc
+
+
 @contextmanager
 def server(
     name: str,
@@ -65,11 +102,12 @@ def server(
     args: tuple[str, ...] = (),
     timeout: float = 120,
     any_answer: bool = False,
+    python: str = PYTHON,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run `python -m module args` until the block ends; yield once `ready_url` answers 200 (or at all)."""
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
-        proc = start_group([PYTHON, "-m", module, *args], env=env, stdout=log.fileno(), cwd=str(PROJECT_ROOT))
+        proc = start_group([python, "-m", module, *args], env=env, stdout=log.fileno(), cwd=str(PROJECT_ROOT))
     try:
         probe = (lambda: requests.get(ready_url, timeout=3)) if any_answer else http_ok(ready_url)
 
@@ -84,10 +122,12 @@ def server(
         stop_group(proc.pid, grace=15, leader=proc)
 
 
-def run_module(module: str, *args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_module(
+    module: str, *args: str, env: dict[str, str], timeout: float = 600, python: str = PYTHON
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m module args` to completion, capturing its output."""
     return subprocess.run(
-        [PYTHON, "-m", module, *args],
+        [python, "-m", module, *args],
         env=env,
         cwd=str(PROJECT_ROOT),
         capture_output=True,

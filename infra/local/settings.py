@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from infra.local.processes import PROJECT_ROOT
 from infra.settings import StackSettings
 from mlops_sandbox.settings import AuthSettings, SandboxSettings, composed
 
@@ -28,10 +29,18 @@ class LocalStackSettings(SandboxSettings):
     """s3: an rclone S3 server, as MinIO in compose; local: a folder in SANDBOX_DIR."""
     start_timeout: float = Field(180.0, gt=0, validation_alias="SANDBOX_START_TIMEOUT")
     """How long each service may take to become ready (seconds)."""
+    tracking_python: Path = Field(Path(".venv-tracking/bin/python"), validation_alias="SANDBOX_TRACKING_PYTHON")
+    """The Python that runs the tracking server, relative to the checkout: that of its own environment, with a
+    newer MLflow than training and serving (bash infra/bootstrap.sh makes it; pyproject.toml, `tracking`)."""
 
     @property
     def root(self) -> Path:
         return self.sandbox_dir.resolve()
+
+    @property
+    def tracking_interpreter(self) -> Path:
+        """`tracking_python`, resolved against the checkout (not the current directory)."""
+        return PROJECT_ROOT / self.tracking_python
 
     @property
     def logs(self) -> Path:

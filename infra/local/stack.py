@@ -226,7 +226,12 @@ def up(stack: Stack, *, train: bool) -> None:
         run.job("create-bucket", [PYTHON, "-m", "infra.ops.create_bucket"])
     run.check_port("mlflow", ports.mlflow_port)
     mlflow_url = s.url(ports.mlflow_port)
-    run.start("mlflow", [PYTHON, "-m", "services.mlflow.entrypoint"])
+    if not s.tracking_interpreter.exists():
+        raise StackError(
+            f"the tracking server's environment is missing ({s.tracking_interpreter}, SANDBOX_TRACKING_PYTHON): "
+            "make it with bash infra/bootstrap.sh"
+        )
+    run.start("mlflow", [str(s.tracking_interpreter), "-m", "services.mlflow.entrypoint"])
     run.wait_ready("mlflow", f"{mlflow_url}/health", timeout=s.start_timeout)
     stack.write_client_endpoints()
     result_file = s.run / "last-training.json"

@@ -1,15 +1,16 @@
 """The tracking server's S3 artifact store, answering a missing object with 404 instead of 500.
 
-MLflow 3.12's `S3ArtifactRepository._download_file` lets botocore's "404" escape unmapped, so the artifact
-proxy (`GET /api/2.0/mlflow-artifacts/artifacts/...`) answers a missing key with 500 INTERNAL_ERROR. Clients
-retry a 500 (7 times, with exponential backoff), and MLflow's own `runs:/<run_id>/model` loader asks for the
-run-level `model` object before it falls back to the logged model under `models/m-<id>/`. Measured: 246 s
-for one `mlflow.pytorch.load_model("runs:/...")`, against 0.2 s for the `models:/` forms. Upstream:
-mlflow/mlflow#24535 (open); the fix proposed there maps the same error codes.
+MLflow's `S3ArtifactRepository._download_file` (3.12, and unchanged in the server's 3.17.2) lets botocore's
+"404" escape unmapped, so the artifact proxy (`GET /api/2.0/mlflow-artifacts/artifacts/...`) answers a missing
+key with 500 INTERNAL_ERROR. Clients retry a 500 (7 times, with exponential backoff), and MLflow's own
+`runs:/<run_id>/model` loader asks for the run-level `model` object before it falls back to the logged model
+under `models/m-<id>/`. Measured: 246 s for one `mlflow.pytorch.load_model("runs:/...")`, against 0.2 s for the
+`models:/` forms. Upstream: mlflow/mlflow#24535 (open); the fix proposed there maps the same error codes.
 
 Registered for the `s3` scheme through MLflow's `mlflow.artifact_repository` entry point (pyproject.toml),
-which MLflow reads after its built-in schemes, so every process of this environment, the tracking server
-included, uses it. Everything but the missing-object error is MLflow's own code.
+which MLflow reads after its built-in schemes, so every process of an environment the project is installed in
+uses it: the tracking server's (.venv-tracking, the mlflow image) as well as .venv. Everything but the
+missing-object error is MLflow's own code.
 """
 
 from __future__ import annotations

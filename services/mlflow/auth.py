@@ -1,16 +1,16 @@
 """MLflow's basic-auth app on the tracking server: its configuration file, and the two accounts it needs.
 
-MLflow 3.12's app (mlflow/server/auth, from `mlflow[auth]`) reads an INI file named by MLFLOW_AUTH_CONFIG_PATH
-when the server imports it, keeps users and permissions in a database of its own (`database_uri`), creates
-the INI's admin user only when no user of that name exists, and signs its sessions and CSRF tokens with
-MLFLOW_FLASK_SERVER_SECRET_KEY. Here, before the server starts, the admin and the read-only serving user are
-written into that database directly with MLflow's own store (`SqlAlchemyStore`), so that the passwords in
-.env are the ones that work at every start, not only at the first.
+MLflow's app (mlflow/server/auth, from `mlflow[auth]`; the same in 3.12 and in the server's 3.17.2) reads an INI
+file named by MLFLOW_AUTH_CONFIG_PATH when the server imports it, keeps users and permissions in a database of
+its own (`database_uri`), creates the INI's admin user only when no user of that name exists, and signs its
+sessions and CSRF tokens with MLFLOW_FLASK_SERVER_SECRET_KEY. Here, before the server starts, the admin and the
+read-only serving user are written into that database directly with MLflow's own store (`SqlAlchemyStore`), so
+that the passwords in .env are the ones that work at every start, not only at the first.
 
 `default_permission = READ` is MLflow's own default: a signed-in user without a grant may read everything and
 change nothing. That is exactly what serving needs (the registry and the model's artifacts), so its user
 gets no grant at all; promoting needs EDIT on the registered model, which only the admin (and the owner who
-created the model) has. Webhooks are admin-only in 3.12's app (`CreateWebhook: sender_is_admin`), so
+created the model) has. Webhooks are admin-only in the app (`CreateWebhook: sender_is_admin`, 3.12 to 3.17.2), so
 serving's read-only user cannot register one and serving follows its alias by polling.
 """
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import module_env, run_module, server
+from tests.support import module_env, run_module, server, tracking_server
 from tools.ports import free_port
 
 MODEL = "pytorch_simplenn_mnist"
@@ -64,9 +64,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
         running.enter_context(server("s3", "services.s3.entrypoint", server_env, root, s3_endpoint, any_answer=True))
         bucket = run_module("infra.ops.create_bucket", env=server_env)
         assert bucket.returncode == 0, bucket.stderr
-        running.enter_context(
-            server("mlflow", "services.mlflow.entrypoint", server_env, root, f"{tracking_uri}/health")
-        )
+        running.enter_context(tracking_server(server_env, root, f"{tracking_uri}/health"))
 
         client_env = module_env(MLFLOW_TRACKING_URI=tracking_uri, SANDBOX_MNIST_ROOT=str(mnist_root))
         result_file = root / "training.json"

@@ -31,7 +31,7 @@ from mlops_sandbox.tracking import connect
 from mlops_sandbox.waiting import DependencyUnavailable
 from tests.e2e.conftest import MODEL
 from tests.e2e.test_mlflow_ui import CHROMIUM, CHROMIUM_ARGS
-from tests.support import module_env, run_module, server
+from tests.support import logged_model_id, module_env, run_module, server, tracking_server
 from tools.ports import free_port
 
 pytestmark = pytest.mark.e2e
@@ -85,7 +85,7 @@ def auth_stack(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> It
     )
     with ExitStack() as running:
         health = f"{tracking_uri}/health"
-        running.enter_context(server("mlflow", "services.mlflow.entrypoint", server_env, root, health))
+        running.enter_context(tracking_server(server_env, root, health))
         admin_env = client_env(tracking_uri, ADMIN) | {"SANDBOX_MNIST_ROOT": str(mnist_root)}
         result = root / "training.json"
         # The training job signs in as the admin, registers a version and moves @production to it.
@@ -101,7 +101,11 @@ def auth_stack(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> It
             admin = signed_in(patch, tracking_uri, ADMIN)
             registered = admin.get_model_version(MODEL, first)
             assert registered.source, registered
-            second = str(admin.create_model_version(MODEL, registered.source, run_id=registered.run_id).version)
+            # The server (3.17) checks that a models:/m-<id> source is the logged model that model_id names.
+            copy = admin.create_model_version(
+                MODEL, registered.source, run_id=registered.run_id, model_id=logged_model_id(registered.source)
+            )
+            second = str(copy.version)
         http_port = free_port()
         serving_env = client_env(tracking_uri, SERVING) | {
             "MLSERVER_HOST": "127.0.0.1",

@@ -1,9 +1,9 @@
 """README.md and then docs/operations.md, run as written: every block marked `test` (docker ones aside), in
 order, in a fresh copy of the checkout, as a newcomer's terminal would run them.
 
-The copy shares this checkout's .venv (the blocks' `bash infra/sandbox.sh` finds it up to date) and gets the
-one line of .env that the README tells an offline user to write. The blocks use the sandbox's default ports,
-so those must be free.
+The copy shares this checkout's .venv and .venv-tracking (the blocks' `bash infra/sandbox.sh` finds them up to
+date) and gets the one line of .env that the README tells an offline user to write. The blocks use the
+sandbox's default ports, so those must be free.
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ def fresh_copy(target: Path) -> Path:
         if source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
-    (target / ".venv").symlink_to(PROJECT_ROOT / ".venv")
+    for venv in (".venv", ".venv-tracking"):
+        (target / venv).symlink_to(PROJECT_ROOT / venv)
     return target
 
 
 def test_the_documented_commands_run_as_written(tmp_path: Path, mnist_root: Path) -> None:
-    # The copy shares this checkout's .venv: bring it up to date here first, so that the copy's bootstrap finds
-    # nothing to do (installing from the copy would point the venv's editable install at it).
+    # The copy shares this checkout's venvs: bring them up to date here first, so that the copy's bootstrap finds
+    # nothing to do (installing from the copy would point the venvs' editable installs at it).
     subprocess.run(["bash", "infra/bootstrap.sh"], cwd=PROJECT_ROOT, check=True, timeout=1800)
     busy = [port for port in PORTS if socket.socket().connect_ex(("127.0.0.1", port)) == 0]
     assert not busy, f"the documented commands use ports {busy}, which another program holds: stop it first"

@@ -31,7 +31,7 @@ from mlops_sandbox.prometheus import PrometheusQuery
 from mlops_sandbox.router import RouterAdmin, Split
 from mlops_sandbox.waiting import NotReadyYet, wait_for
 from tests.e2e.test_mlflow_ui import CHROMIUM, CHROMIUM_ARGS, registry_view
-from tests.support import PROJECT_ROOT, PYTHON, local_stack_env, run_module, server
+from tests.support import PROJECT_ROOT, PYTHON, local_stack_env, logged_model_id, run_module, server
 from tools.ports import free_port
 
 pytestmark = pytest.mark.e2e
@@ -118,7 +118,11 @@ def copy_of_production(sandbox: Sandbox) -> str:
     """A new version that is production's model registered again: a candidate as good as production."""
     source = sandbox.client.get_model_version(MODEL, sandbox.production())
     assert source.source is not None
-    return str(sandbox.client.create_model_version(MODEL, source.source, run_id=source.run_id).version)
+    # The tracking server checks that a models:/m-<id> source is the logged model that model_id names.
+    copy = sandbox.client.create_model_version(
+        MODEL, source.source, run_id=source.run_id, model_id=logged_model_id(source.source)
+    )
+    return str(copy.version)
 
 
 def test_a_rollout_without_labelled_traffic_is_refused_before_anything_moves(sandbox: Sandbox) -> None:

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy
 
 from mlops_sandbox.processes import group_alive
-from tests.support import module_env, run_module, server
+from tests.support import TRACKING_PYTHON, module_env, run_module, tracking_schema_head, tracking_server
 from tools.ports import free_port
 from tools.postgres.throwaway import PostgresServer
 
@@ -42,7 +42,7 @@ def test_unreachable_postgres_names_the_host_and_starts_nothing(tmp_path: Path) 
         tmp_path, f"postgresql+psycopg2://mlflow:secret@127.0.0.1:{closed}/mlflow", SANDBOX_DEPENDENCY_WAIT_SECONDS="3"
     )
     began = time.monotonic()
-    result = run_module("services.mlflow.entrypoint", env=env, timeout=60)
+    result = run_module("services.mlflow.entrypoint", env=env, timeout=60, python=TRACKING_PYTHON)
     assert result.returncode == 1
     assert f"127.0.0.1:{closed}/mlflow" in result.stderr
     assert "was not ready after 3 s" in result.stderr and "Connection refused" in result.stderr
@@ -64,7 +64,7 @@ def test_refused_credentials_fail_at_once_naming_the_host(
 ) -> None:
     env, port = _server_env(tmp_path, postgres.uri(database, password=password))
     began = time.monotonic()
-    result = run_module("services.mlflow.entrypoint", env=env, timeout=60)
+    result = run_module("services.mlflow.entrypoint", env=env, timeout=60, python=TRACKING_PYTHON)
     assert result.returncode == 1
     assert f"PostgreSQL at 127.0.0.1:{postgres.port}/{database or postgres.database} refused" in result.stderr
     assert reason in result.stderr
@@ -76,11 +76,9 @@ def test_refused_credentials_fail_at_once_naming_the_host(
 
 @pytest.mark.timeout(240)
 def test_server_creates_the_schema_in_an_empty_database_and_keeps_runs(tmp_path: Path, postgres_uri: str) -> None:
-    from mlflow.store.db.utils import _get_latest_schema_revision
-
     env, port = _server_env(tmp_path, postgres_uri)
     url = f"http://127.0.0.1:{port}"
-    with server("mlflow", "services.mlflow.entrypoint", env, tmp_path, f"{url}/health") as proc:
+    with tracking_server(env, tmp_path, f"{url}/health") as proc:
         client = mlflow.MlflowClient(url)
         experiment = client.create_experiment("backend-switch")
         run = client.create_run(experiment)
@@ -88,7 +86,7 @@ def test_server_creates_the_schema_in_an_empty_database_and_keeps_runs(tmp_path:
         proc_pid = proc.pid
     assert not group_alive(proc_pid)
     log = (tmp_path / "mlflow.log").read_text()
-    head = _get_latest_schema_revision()
+    head = tracking_schema_head()
     assert f"created the MLflow schema (revision {head})" in log
 
     engine = sqlalchemy.create_engine(postgres_uri)
@@ -102,6 +100,6 @@ def test_server_creates_the_schema_in_an_empty_database_and_keeps_runs(tmp_path:
 
     # A second start finds the schema current and the run still there.
     (tmp_path / "again").mkdir()
-    with server("mlflow", "services.mlflow.entrypoint", env, tmp_path / "again", f"{url}/health"):
+    with tracking_server(env, tmp_path / "again", f"{url}/health"):
         assert mlflow.MlflowClient(url).get_run(run.info.run_id).data.metrics == {"loss": 0.5}
     assert f"schema is current (revision {head})" in (tmp_path / "again" / "mlflow.log").read_text()

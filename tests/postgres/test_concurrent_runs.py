@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from tests.support import PROJECT_ROOT, PYTHON, module_env, server
+from tests.support import PROJECT_ROOT, PYTHON, module_env, tracking_server
 from tools.ports import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
@@ -55,7 +55,7 @@ def test_eight_jobs_at_once_lose_nothing(
         MLFLOW_BACKEND_STORE_URI=store, MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path / "artifacts"), MLFLOW_PORT=str(port)
     )
     job_env = module_env(MLFLOW_TRACKING_URI=url, SANDBOX_MNIST_ROOT=str(mnist_root), OMP_NUM_THREADS="1")
-    with server("mlflow", "services.mlflow.entrypoint", env, tmp_path, f"{url}/health"):
+    with tracking_server(env, tmp_path, f"{url}/health"):
         began = time.monotonic()
         jobs = []
         for index in range(JOBS):

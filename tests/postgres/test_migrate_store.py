@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy
 from mlflow import MlflowClient
 
-from tests.support import module_env, run_module, server
+from tests.support import TRACKING_PYTHON, logged_model_id, module_env, run_module, tracking_mlflow, tracking_server
 from tools.ports import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
@@ -34,6 +34,9 @@ class Store:
     db: Path
     artifacts: Path
     run_ids: list[str]
+    seen: dict[str, Any]
+    """What a user sees through the tracking server on the SQLite store (`snapshot`): the clients' MLflow cannot
+    open the server's store directly, whose schema is the server's release's."""
 
     @property
     def uri(self) -> str:
@@ -60,7 +63,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
         MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false",
     )
     run_ids = []
-    with server("mlflow", "services.mlflow.entrypoint", env, root, f"{url}/health"):
+    with tracking_server(env, root, f"{url}/health"):
         for seed in range(3):
             out = root / f"train-{seed}.json"
             trained = run_module(
@@ -75,11 +78,21 @@ def store(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
         experiment = client.get_run(run_ids[0]).info.experiment_id
         client.set_experiment_tag(experiment, "team", "vision")
         client.set_registered_model_tag(MODEL, "owner", "mlops")
-    yield Store(root / "mlflow.db", root / "artifacts", run_ids)
+        seen = snapshot(client, run_ids)
+    yield Store(root / "mlflow.db", root / "artifacts", run_ids, seen)
 
 
 def migrate(store: Store, target: str, *args: str) -> Any:
-    return run_module("infra.ops.migrate_store", "--source", store.uri, "--target", target, *args, env=module_env())
+    return run_module(
+        "infra.ops.migrate_store",
+        "--source",
+        store.uri,
+        "--target",
+        target,
+        *args,
+        env=module_env(),
+        python=TRACKING_PYTHON,
+    )
 
 
 def snapshot(client: MlflowClient, run_ids: list[str]) -> dict[str, Any]:
@@ -126,7 +139,7 @@ def snapshot(client: MlflowClient, run_ids: list[str]) -> dict[str, Any]:
 
 @pytest.mark.timeout(600)
 def test_migration_round_trips_a_trained_store(store: Store, postgres_uri: str, tmp_path: Path) -> None:
-    before = snapshot(MlflowClient(store.uri), store.run_ids)
+    before = store.seen
     began = time.monotonic()
     result = migrate(store, postgres_uri)
     seconds = time.monotonic() - began
@@ -147,7 +160,7 @@ def test_migration_round_trips_a_trained_store(store: Store, postgres_uri: str, 
     env = module_env(
         MLFLOW_BACKEND_STORE_URI=postgres_uri, MLFLOW_ARTIFACTS_DESTINATION=str(store.artifacts), MLFLOW_PORT=str(port)
     )
-    with server("mlflow", "services.mlflow.entrypoint", env, tmp_path, f"{url}/health"):
+    with tracking_server(env, tmp_path, f"{url}/health"):
         client = MlflowClient(url)
         after = snapshot(client, store.run_ids)
         assert after == before
@@ -168,7 +181,9 @@ def test_migration_round_trips_a_trained_store(store: Store, postgres_uri: str, 
         highest = max(int(e[0]) for e in after["experiments"])
         assert int(client.create_experiment("after-migration")) == highest + 1
         assert production.source is not None
-        new_version = client.create_model_version(MODEL, production.source, run_id=production.run_id)
+        new_version = client.create_model_version(
+            MODEL, production.source, run_id=production.run_id, model_id=logged_model_id(production.source)
+        )
         assert new_version.version == "4"
 
 
@@ -185,10 +200,12 @@ def test_dry_run_writes_nothing(store: Store, postgres_uri: str) -> None:
 
 @pytest.mark.timeout(300)
 def test_refuses_a_non_empty_target_unless_forced(store: Store, postgres_uri: str) -> None:
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    # A store that MLflow itself just created (schema, Default experiment) counts as empty.
-    SqlAlchemyStore(postgres_uri, "/tmp/unused-artifacts").engine.dispose()
+    # A store that MLflow itself (the server's release) just created (schema, Default experiment) counts as empty.
+    tracking_mlflow(
+        "import sys; from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as S; "
+        "S(sys.argv[1], '/tmp/unused-artifacts').engine.dispose()",
+        postgres_uri,
+    )
     first = migrate(store, postgres_uri)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
@@ -224,7 +241,13 @@ def test_refuses_a_source_at_another_schema_revision(store: Store, postgres_uri:
         conn.execute("UPDATE alembic_version SET version_num = '0584bdc529eb'")
     conn.close()
     result = run_module(
-        "infra.ops.migrate_store", "--source", f"sqlite:///{old}", "--target", postgres_uri, env=module_env()
+        "infra.ops.migrate_store",
+        "--source",
+        f"sqlite:///{old}",
+        "--target",
+        postgres_uri,
+        env=module_env(),
+        python=TRACKING_PYTHON,
     )
     assert result.returncode == 2
     assert "schema revision 0584bdc529eb" in result.stderr and f"mlflow db upgrade sqlite:///{old}" in result.stderr

@@ -1,10 +1,11 @@
 """Copy a SQLite-backed MLflow store into an empty PostgreSQL-backed one, then verify the copy.
 
-    python -m infra.ops.migrate_store --source sqlite:///.sandbox/mlflow.db \\
+    .venv-tracking/bin/python -m infra.ops.migrate_store --source sqlite:///.sandbox/mlflow.db \\
         --target postgresql+psycopg2://mlflow:PASSWORD@127.0.0.1:5432/mlflow [--dry-run] [--force]
 
-MLflow ships no such tool. This one copies every table of MLflow's schema as it is, primary keys
-included, so run ids, experiment ids, model-version numbers and logged-model ids (and every link between
+Run it with the tracking server's MLflow (.venv-tracking locally, the mlflow image in compose): the store has
+that release's schema. MLflow ships no such tool. This one copies every table of MLflow's schema as it is,
+primary keys included, so run ids, experiment ids, model-version numbers and logged-model ids (and every link between
 them) stay the same. The target's schema is made by MLflow's own migrations, at the source's revision;
 the rows are copied in foreign-key order in one transaction, and PostgreSQL's sequences are moved past
 the copied ids. Then every table is read back on both sides: row counts and an order-independent
@@ -21,6 +22,7 @@ import sys
 import time
 
 import sqlalchemy as sa
+from mlflow.version import VERSION as MLFLOW_VERSION
 from sqlalchemy.engine import Engine, make_url
 
 from infra.ops.migrate_store.checksums import format_report, verify
@@ -60,8 +62,9 @@ def migrate(args: argparse.Namespace) -> int:
         raise MigrationError(f"{describe(args.source)} is not an MLflow store (it has no alembic_version)")
     if source_revision != head:
         raise MigrationError(
-            f"the source is at schema revision {source_revision}, this MLflow expects {head}: "
-            f"back it up, run `mlflow db upgrade {args.source}`, then migrate"
+            f"the source is at schema revision {source_revision}, this MLflow ({MLFLOW_VERSION}) expects {head}: "
+            "run the migration with the tracking server's MLflow (.venv-tracking/bin/python locally); for a store "
+            f"older than that, back it up, run `mlflow db upgrade {args.source}` with it, then migrate"
         )
     source_meta = reflect(source)
     tables = data_tables(source_meta)

@@ -73,7 +73,8 @@ def flat_signature_copy(client: MlflowClient, name: str, source_version: str) ->
             input_example=np.zeros((2, 784), dtype=np.float32),
             serialization_format="pt2",
         )
-    version = client.create_model_version(name, info.model_uri, run_id=run.info.run_id)
+    # The tracking server (3.17) refuses a models:/m-<id> source unless model_id names that logged model.
+    version = client.create_model_version(name, info.model_uri, run_id=run.info.run_id, model_id=info.model_id)
     client.update_model_version(
         name,
         version.version,

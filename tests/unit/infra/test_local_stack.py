@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from infra.local.processes import PROJECT_ROOT, StackError
 from infra.local.settings import LocalStackSettings
-from infra.local.stack import Stack, read_env_file
+from infra.local.stack import Stack, read_env_file, up
+from tools.ports import free_port
 
 
 def test_env_file_is_read_as_compose_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,3 +81,21 @@ def test_with_auth_on_the_stack_refuses_to_start_without_an_admin_password(
     monkeypatch.setenv("SANDBOX_AUTH_ADMIN_PASSWORD", "change-me-admin-password")
     with pytest.raises(ValidationError, match="SANDBOX_AUTH_ADMIN_PASSWORD still holds the placeholder"):
         LocalStackSettings()
+
+
+def test_the_tracking_server_runs_from_its_own_environment_and_a_missing_one_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SANDBOX_DIR", str(tmp_path))
+    monkeypatch.delenv("SANDBOX_TRACKING_PYTHON", raising=False)
+    assert LocalStackSettings().tracking_interpreter == PROJECT_ROOT / ".venv-tracking" / "bin" / "python"
+    monkeypatch.setenv("SANDBOX_ARTIFACT_STORE", "local")
+    monkeypatch.setenv("SANDBOX_MLFLOW_PORT", str(free_port()))
+    monkeypatch.setenv("SANDBOX_TRACKING_PYTHON", str(tmp_path / "no-venv" / "bin" / "python"))
+    stack = Stack(LocalStackSettings())
+    with pytest.raises(
+        StackError, match=r"tracking server's environment is missing .*SANDBOX_TRACKING_PYTHON.*bootstrap"
+    ):
+        up(stack, train=False)
+    assert stack.processes.running("mlflow") is None
+    assert "mlflow: started" not in capsys.readouterr().out
