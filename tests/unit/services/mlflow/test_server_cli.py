@@ -7,6 +7,7 @@ import sys
 
 import mlflow.server
 
+from infra.local.settings import LocalStackSettings
 from services.mlflow import server_cli
 
 
@@ -35,3 +36,18 @@ def test_the_server_start_takes_over_the_process_and_other_calls_run_as_mlflows(
     synchronous, pid, replaced = result.stdout.splitlines()
     assert result.returncode == 3, result.stderr
     assert synchronous == "synchronous" and replaced == f"{pid} m"
+
+
+def test_the_replacement_fits_the_tracking_servers_own_mlflow() -> None:
+    # The tracking server runs a newer MLflow than this environment's, from its own (infra/bootstrap.sh).
+    python = LocalStackSettings().tracking_interpreter
+    assert python.exists(), f"no {python}: make it with bash infra/bootstrap.sh"
+    probe = (
+        "import mlflow, mlflow.server\n"
+        "from services.mlflow.server_cli import fits\n"
+        "print(mlflow.__version__, fits(mlflow.server._run_server))\n"
+    )
+    result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    version, fit = result.stdout.split()
+    assert fit == "True", f"MLflow {version} starts its web server another way than server_cli.py replaces"
