@@ -6,6 +6,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,9 +25,10 @@ class ImageBuild:
     log: Path
     report: Path
 
-    def wait(self, timeout: float) -> list[str]:
-        """Wait for the builds (seconds); the names of the images that existed before. pytest.fail with the
-        log's tail when the builds failed or outlast `timeout`."""
+    def wait(self, timeout: float) -> dict[str, Any]:
+        """Wait for the builds (seconds); their report: `existed`, the names of the images that existed before,
+        and `ids`, each built image's ID. pytest.fail with the log's tail when the builds failed or outlast
+        `timeout`."""
         try:
             code = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -34,7 +36,8 @@ class ImageBuild:
             pytest.fail(f"the image builds took over {timeout:.0f} s: {self.log}\n{self.log.read_text()[-3000:]}")
         if code != 0:
             pytest.fail(f"the image builds failed (exit {code}): {self.log}\n{self.log.read_text()[-5000:]}")
-        return list(json.loads(self.report.read_text())["existed"])
+        report: dict[str, Any] = json.loads(self.report.read_text())
+        return report
 
 
 IMAGE_BUILD = pytest.StashKey[ImageBuild]()

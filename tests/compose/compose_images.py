@@ -22,7 +22,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script: the project's packages, then this folder's modules
     sys.path.insert(0, str(ROOT))
-from compose_stack import BASE_IMAGE, SMOKE_IMAGES, WHEELHOUSE_PORT, ComposeStack, image_exists  # noqa: E402
+from compose_stack import (  # noqa: E402
+    BASE_IMAGE,
+    DOCKER,
+    SMOKE_IMAGES,
+    WHEELHOUSE_PORT,
+    ComposeStack,
+    image_exists,
+)
 
 from mlops_sandbox.settings import MnistSettings  # noqa: E402
 from tests.support import module_env, server  # noqa: E402
@@ -75,10 +82,23 @@ def build(work: Path, mnist_root: Path) -> list[str]:
     return existed
 
 
+def image_ids() -> dict[str, str]:
+    """The ID of each smoke image (tag -> sha256:...), or "" for a tag that does not exist."""
+    ids = {}
+    for name in SMOKE_IMAGES.values():
+        found = subprocess.run(
+            [DOCKER, "image", "inspect", "--format", "{{.Id}}", name], capture_output=True, text=True, timeout=60
+        )
+        ids[name] = found.stdout.strip() if found.returncode == 0 else ""
+    return ids
+
+
 def main(report: Path) -> int:
     with locked():
         existed = build(report.parent, MnistSettings().root.resolve())
-    report.write_text(json.dumps({"existed": existed}))
+        # Another smoke run may take the lock between this build and the test, and build the same tags from
+        # its own checkout: the test compares these IDs and rebuilds if they moved.
+        report.write_text(json.dumps({"existed": existed, "ids": image_ids()}))
     return 0
 
 

@@ -19,11 +19,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import requests
-from compose_images import build, locked, run
+from compose_images import build, image_ids, locked, run
 from compose_stack import (
     BASE_IMAGE,
     COMPOSE,
@@ -83,13 +84,16 @@ def images(
 ) -> Iterator[dict[str, str]]:
     """Steps 1-3, once for both backends (compose_images.py; in the background when other tests ran first);
     removes at the end the images that it built."""
+    built: dict[str, Any] = {}
     if image_build is not None:
         began = time.monotonic()
-        existed = image_build.wait(timeout=2400)
+        built = image_build.wait(timeout=2400)
         print(f"\nwaited {time.monotonic() - began:.0f} s for the image builds ({image_build.log})", flush=True)
     with locked():
-        if image_build is None:
-            existed = build(tmp_path_factory.mktemp("images"), mnist_root)
+        if not built or built["ids"] != image_ids():  # no background build, or another run rebuilt the tags
+            before = build(tmp_path_factory.mktemp("images"), mnist_root)
+        # What existed before this session stays at the end: the background build's view of it, if there was one.
+        existed: list[str] = built["existed"] if built else before
         sizes = {
             name: int(run([DOCKER, "image", "inspect", "--format", "{{.Size}}", name], timeout=60))
             for name in SMOKE_IMAGES.values()
@@ -100,8 +104,8 @@ def images(
             yield SMOKE_IMAGES
         finally:
             if os.environ.get("SMOKE_KEEP_IMAGES") != "1":
-                built = [name for name in [*SMOKE_IMAGES.values(), BASE_IMAGE] if name not in existed]
-                subprocess.run([DOCKER, "rmi", *built], capture_output=True, timeout=600)
+                ours = [name for name in [*SMOKE_IMAGES.values(), BASE_IMAGE] if name not in existed]
+                subprocess.run([DOCKER, "rmi", *ours], capture_output=True, timeout=600)
                 subprocess.run(
                     [DOCKER, "image", "prune", "-f", "--filter", "label=mlops-sandbox.stage=build"],
                     capture_output=True,
