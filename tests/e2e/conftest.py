@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import module_env, run_module, server
+from tests.support import Service, module_env, restartable_server, run_module, server
 from tools.ports import free_port
 
 MODEL = "pytorch_simplenn_mnist"
@@ -31,6 +31,10 @@ class Stack:
     metrics_url: str
     poll_seconds: float
     serving_log: Path
+    s3: Service
+    """The S3 server, for tests that crash it (tests/e2e/test_faults.py): they start it again before they end."""
+    mlflow: Service
+    """The tracking server, likewise."""
 
     def client_env(self, **overrides: str) -> dict[str, str]:
         """What a user's client has: the tracking URI, and no S3 credentials at all."""
@@ -61,11 +65,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
         MLFLOW_PORT=str(mlflow_port),
     )
     with ExitStack() as running:
-        running.enter_context(server("s3", "services.s3.entrypoint", server_env, root, s3_endpoint, any_answer=True))
+        s3 = running.enter_context(
+            restartable_server("s3", "services.s3.entrypoint", server_env, root, s3_endpoint, any_answer=True)
+        )
         bucket = run_module("infra.ops.create_bucket", env=server_env)
         assert bucket.returncode == 0, bucket.stderr
-        running.enter_context(
-            server("mlflow", "services.mlflow.entrypoint", server_env, root, f"{tracking_uri}/health")
+        mlflow = running.enter_context(
+            restartable_server("mlflow", "services.mlflow.entrypoint", server_env, root, f"{tracking_uri}/health")
         )
 
         client_env = module_env(MLFLOW_TRACKING_URI=tracking_uri, SANDBOX_MNIST_ROOT=str(mnist_root))
@@ -97,6 +103,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
             # The longest poll interval there is: alias moves reach this endpoint through MLflow's webhook.
             poll_seconds=60.0,
             serving_log=root / "serving.log",
+            s3=s3,
+            mlflow=mlflow,
         )
         serving_env = stack.serving_env(
             MLSERVER_HTTP_PORT=str(http_port),
