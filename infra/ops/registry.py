@@ -11,6 +11,9 @@
 
 `list` ends with any contradiction it finds in the registry (an alias naming a deleted or archived version,
 a stage that disagrees with its alias) and how to fix it; none of this CLI's commands leaves one.
+Every command first finishes a promotion or rollback that was cut short between its alias move and its
+stage moves (a tracking server that died in between; registry.repair) and says so on stderr. A server that
+stops answering during a command is reported in one line, naming what could not be reached.
 
 MLFLOW_TRACKING_URI and SANDBOX_MODEL_NAME are read from the environment; --tracking-uri and --model-name
 override them.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from tests.support import Service, module_env, restartable_server, run_module, server
 from tools.ports import free_port
@@ -63,6 +64,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
         MLFLOW_ARTIFACTS_DESTINATION="s3://mlflow/",
         MLFLOW_BACKEND_STORE_URI=f"sqlite:///{root / 'mlflow.db'}",
         MLFLOW_PORT=str(mlflow_port),
+        # Kept across restarts, as compose and the local stack keep it: MLflow encrypts the webhooks' secrets
+        # with it, and a server restarted with another key can deliver no webhook (InvalidToken).
+        MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode(),
     )
     with ExitStack() as running:
         s3 = running.enter_context(
