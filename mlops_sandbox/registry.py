@@ -181,6 +181,48 @@ def inconsistencies(client: MlflowClient, name: str) -> list[str]:
     return problems
 
 
+def repair(client: MlflowClient, name: str) -> list[str]:
+    """Finish the promotion or rollback that was interrupted between its alias move and its stage moves; one
+    sentence per repair, empty when there was nothing to finish.
+
+    `promote` and `rollback` move the alias first, and serving follows the alias: once it has moved, the
+    alias is what is served, and only the stages lag. So a lifecycle alias whose version has another stage
+    is finished as the operation would have: the version gets the alias's stage, and the version that held
+    that stage is Archived (`promote` again). @staging left on an Archived version moves off it
+    (`settle_staging`), as `archive` would have done. What this cannot know how to finish (an alias naming
+    a deleted version) is left to `inconsistencies`, which says how.
+    """
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
+    stages = {str(v.version): v.current_stage or "None" for v in client.search_model_versions(f"name = '{name}'")}
+    repaired = []
+    for alias in ("production", "staging"):
+        target = str(aliases[alias]) if alias in aliases else None
+        if target is None or target not in stages:
+            continue
+        stage, wanted = stages[target], LIFECYCLE_ALIASES[alias]
+        if stage == wanted or (
+            alias == "staging" and stage == "Production" and target == str(aliases.get("production"))
+        ):
+            continue
+        if alias == "staging" and stage == "Archived":
+            moved = settle_staging(client, name)
+            where = f"now version {moved}, the @production one" if moved else "removed, as nothing is in production"
+            repaired.append(f"@staging named version {target}, which is Archived: {where}")
+        else:
+            holders = [v for v, s in stages.items() if s == wanted and v != target]
+            promote(client, name, target, alias)
+            archived = f"; version {', '.join(holders)} Archived" if holders and alias == "production" else ""
+            repaired.append(f"version {target} is @{alias} but was in stage {stage}: now {wanted}{archived}")
+        stages = {str(v.version): v.current_stage or "None" for v in client.search_model_versions(f"name = '{name}'")}
+        aliases = client.get_registered_model(name).aliases
+    return repaired
+
+
 def rollback(client: MlflowClient, name: str) -> Promotion:
     """Return production to the version that the current production version replaced."""
     current = _alias_version(client, name, "production")

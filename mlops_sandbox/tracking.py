@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import mlflow
 import requests
 from mlflow.tracking import MlflowClient
@@ -18,15 +21,17 @@ def is_server(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("http://", "https://"))
 
 
-def connect(settings: TrackingClientSettings) -> MlflowClient:
+def connect(settings: TrackingClientSettings, *, request_retry_seconds: float | None = None) -> MlflowClient:
     """Point MLflow at the tracking URI and return a client of it.
 
     A tracking server is first waited for: /health must answer 200 within `settings.wait_seconds`, or
     DependencyUnavailable names the address it could not reach. Then its answer to this client's credentials
-    is checked (`check_credentials`).
+    is checked (`check_credentials`). Every later request of this process retries for about as long, or
+    `request_retry_seconds` (`bound_request_retries`).
     """
     uri = settings.tracking_uri
     if is_server(uri):
+        bound_request_retries(settings.wait_seconds if request_retry_seconds is None else request_retry_seconds)
         wait_for_http(
             f"{uri.rstrip('/')}/health",
             service="MLflow tracking server",
@@ -55,3 +60,87 @@ def check_credentials(settings: TrackingClientSettings) -> None:
         f"MLflow tracking server at {uri} {who} (401): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
         f"(its basic-auth app is on; see {AUTH_DOCS})"
     )
+
+
+MAX_RETRIES_LIMIT = 10
+"""MLflow refuses more retries than this (_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT, mlflow/environment_variables.py)."""
+
+
+def bound_request_retries(seconds: float) -> int:
+    """Make each request of MLflow's client in this process give up after retrying about `seconds` (s).
+
+    MLflow retries a request that cannot connect, or is answered 408, 429 or 5xx, with urllib3's backoff:
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES (7) tries, sleeping 0 s and then BACKOFF_FACTOR (2) x 2^(n-1) s, capped at
+    120 s; about 4 minutes per request. A job whose tracking server dies makes several more requests
+    before it can stop (ending the run is one), so it would hang for many minutes before it says why.
+
+    With a backoff factor of 1, n retries sleep 2^n - 2 s in all (plus MLflow's jitter of up to 1 s each):
+    this sets the fewest retries that cover `seconds`, at most 10 (MLflow's limit: 1,022 s). MLflow's own
+    variables win when they are set. Returns the number of retries in force.
+    """
+    if "MLFLOW_HTTP_REQUEST_MAX_RETRIES" in os.environ or "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR" in os.environ:
+        return int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7"))
+    retries = 1
+    while 2**retries - 2 < seconds and retries < MAX_RETRIES_LIMIT:
+        retries += 1
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    return retries
+
+
+class TrackingServerFailed(DependencyUnavailable):
+    """The tracking server, or a store behind it, failed a request after MLflow's retries; the message names
+    what could not be reached and what the client was doing."""
+
+
+def first_line(text: object, limit: int = 300) -> str:
+    """The first non-empty line of `text`, cut to `limit` characters: one line for a person, not a traceback."""
+    line = next((part.strip() for part in str(text).splitlines() if part.strip()), "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _error_message(response: requests.Response) -> str:
+    """The error of an answer: MLflow's JSON `message`, or the title of the HTML page that Flask answers an
+    unhandled exception with (whose cause is then only in the server's log)."""
+    try:
+        return first_line(response.json().get("message", response.text))
+    except ValueError:
+        title = re.search(r"<title>(.*?)</title>", response.text, re.IGNORECASE | re.DOTALL)
+        if title:
+            return f"{first_line(title.group(1))}; the server's log says why"
+        return first_line(response.text)
+
+
+def diagnose(tracking_uri: str, doing: str, err: Exception) -> TrackingServerFailed:
+    """Why a request to the tracking server at `tracking_uri` failed, asked of the server itself, as one line.
+
+    MLflow's client reports a request that exhausted its retries without the server's answer ("too many 500
+    error responses"), so the server is asked again, once each, with short timeouts: whether it answers at all
+    (/health), whether it reaches its artifact store (listing the artifact root through its proxy) and its
+    backend store (searching experiments). Its own error message names the store's address (for example
+    "Could not connect to the endpoint URL: http://s3:9000/..." or PostgreSQL's "connection to server at ...
+    failed"). `doing` says what the client was doing ("logging the run"); `err` is the original failure.
+    """
+    uri = tracking_uri.rstrip("/")
+    try:
+        requests.get(f"{uri}/health", timeout=5).raise_for_status()
+    except requests.RequestException as probe_err:
+        reason = "connection refused" if isinstance(probe_err, requests.ConnectionError) else first_line(probe_err)
+        return TrackingServerFailed(
+            f"lost the MLflow tracking server at {uri} while {doing} ({reason}); "
+            "start it again and rerun (SANDBOX_TRACKING_WAIT_SECONDS sets how long each request retries)"
+        )
+    for store, path in (
+        ("artifact store", "/api/2.0/mlflow-artifacts/artifacts"),
+        ("backend store", "/api/2.0/mlflow/experiments/search?max_results=1"),
+    ):
+        try:
+            answer = requests.get(f"{uri}{path}", timeout=30)
+        except requests.RequestException:
+            continue
+        if answer.status_code >= 500:
+            return TrackingServerFailed(
+                f"the MLflow tracking server at {uri} cannot reach its {store} while {doing} "
+                f"({_error_message(answer)}); start it again and rerun"
+            )
+    return TrackingServerFailed(f"the MLflow tracking server at {uri} failed while {doing}: {first_line(err)}")

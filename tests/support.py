@@ -6,11 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
 from infra.settings import StackSettings
@@ -91,6 +93,110 @@ def tracking_server(
         yield proc
 
 
+class Service:
+    """A server run as `python -m module args` in its own process group, which a test can crash (SIGKILL to the
+    whole group, as the OOM killer or a power cut would) and start again as it was: the same command,
+    environment, ports and data. Its output goes to `log_dir`/`name`.log, appended across restarts."""
+
+    def __init__(
+        self,
+        name: str,
+        module: str,
+        env: dict[str, str],
+        log_dir: Path,
+        ready_url: str,
+        *,
+        args: tuple[str, ...] = (),
+        timeout: float = 120,
+        any_answer: bool = False,
+        python: str = PYTHON,
+    ) -> None:
+        self.name, self.module, self.env, self.args, self.python = name, module, env, args, python
+        self.log_path, self.ready_url, self.timeout, self.any_answer = (
+            log_dir / f"{name}.log",
+            ready_url,
+            timeout,
+            any_answer,
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """Start it and wait until `ready_url` answers 200 (or at all, with `any_answer`); RuntimeError with the
+        log's end if it exits first, DependencyUnavailable if it is not ready within `timeout` seconds."""
+        with open(self.log_path, "ab" if self.proc is not None else "wb") as log:
+            proc = start_group(
+                [self.python, "-m", self.module, *self.args], env=self.env, stdout=log.fileno(), cwd=str(PROJECT_ROOT)
+            )
+        self.proc = proc
+        url = self.ready_url
+        probe = (lambda: requests.get(url, timeout=3)) if self.any_answer else http_ok(url)
+
+        def ready() -> None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+            probe()
+
+        try:
+            wait_for(ready, service=self.name, address=url, timeout=self.timeout, hint=f"log: {self.log_path}")
+        except BaseException:
+            self.stop()
+            raise
+        return proc
+
+    def kill(self) -> None:
+        """SIGKILL every process it started, at once, as a crashed machine or container would lose them: no
+        shutdown handler runs, nothing is flushed. A supervising entrypoint runs its server in a process group
+        of its own (mlops_sandbox.processes.run_supervised): every group of the process tree is killed."""
+        assert self.proc is not None, f"{self.name} was never started"
+        try:
+            tree = [self.proc.pid, *(child.pid for child in psutil.Process(self.proc.pid).children(recursive=True))]
+        except psutil.NoSuchProcess:
+            tree = [self.proc.pid]
+        groups = set()
+        for pid in tree:
+            try:
+                groups.add(os.getpgid(pid))
+            except ProcessLookupError:
+                pass
+        for group in groups:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=10)
+        while any(group_alive(group) for group in groups):
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM the group, SIGKILL after 15 s; nothing when it is not running."""
+        if self.proc is not None:
+            stop_group(self.proc.pid, grace=15, leader=self.proc)
+
+
+@contextmanager
+def restartable_server(
+    name: str,
+    module: str,
+    env: dict[str, str],
+    log_dir: Path,
+    ready_url: str,
+    *,
+    args: tuple[str, ...] = (),
+    timeout: float = 120,
+    any_answer: bool = False,
+    python: str = PYTHON,
+) -> Iterator[Service]:
+    """A started `Service` until the block ends, then stopped, whatever a test did to it meanwhile."""
+    service = Service(
+        name, module, env, log_dir, ready_url, args=args, timeout=timeout, any_answer=any_answer, python=python
+    )
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
 @contextmanager
 def server(
     name: str,
@@ -105,21 +211,11 @@ def server(
     python: str = PYTHON,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run `python -m module args` until the block ends; yield once `ready_url` answers 200 (or at all)."""
-    log_path = log_dir / f"{name}.log"
-    with open(log_path, "wb") as log:
-        proc = start_group([python, "-m", module, *args], env=env, stdout=log.fileno(), cwd=str(PROJECT_ROOT))
-    try:
-        probe = (lambda: requests.get(ready_url, timeout=3)) if any_answer else http_ok(ready_url)
-
-        def ready() -> None:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            probe()
-
-        wait_for(ready, service=name, address=ready_url, timeout=timeout, hint=f"log: {log_path}")
-        yield proc
-    finally:
-        stop_group(proc.pid, grace=15, leader=proc)
+    with restartable_server(
+        name, module, env, log_dir, ready_url, args=args, timeout=timeout, any_answer=any_answer, python=python
+    ) as service:
+        assert service.proc is not None
+        yield service.proc
 
 
 def run_module(

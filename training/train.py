@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
+import requests
+from mlflow.exceptions import MlflowException
 from pydantic import ValidationError
 
 from mlops_sandbox import registry
 from mlops_sandbox.mnist import MnistUnavailable
 from mlops_sandbox.references import model_uri
 from mlops_sandbox.settings import ModelReference
-from mlops_sandbox.tracking import connect
+from mlops_sandbox.tracking import connect, diagnose
 from mlops_sandbox.waiting import DependencyUnavailable
 from training.data import load_mnist
 from training.fit import evaluate, fit
@@ -47,7 +53,9 @@ def run(settings: TrainingSettings) -> TrainingResult:
     """Train, log and register one version, and give it `settings.register_alias` (if any).
 
     Raises MnistUnavailable before anything is written when MNIST cannot be read, DependencyUnavailable
-    when the tracking server does not answer, RegistryError when the alias cannot be set.
+    when the tracking server does not answer at the start, TrackingServerFailed (a DependencyUnavailable) when
+    it, or a store behind it, stops answering later, RegistryError when the alias cannot be set. A run that
+    fails is ended FAILED when the server still answers.
     """
     # Data first: a missing data set fails before anything is written to the tracking store.
     data = load_mnist(
@@ -58,39 +66,50 @@ def run(settings: TrainingSettings) -> TrainingResult:
         train_limit=settings.train_limit,
     )
     client = connect(settings.tracking)
-    experiment = mlflow.set_experiment(settings.experiment_name)
-    model = build_model(settings.hidden_sizes, settings.dropout, settings.seed)
-    mlflow.set_system_metrics_sampling_interval(settings.system_metrics_interval)
-    with mlflow.start_run(log_system_metrics=settings.system_metrics) as active:
-        commit = git_commit()
-        if commit:
-            mlflow.set_tag("mlflow.source.git.commit", commit)
-        mlflow.log_params(
-            {
-                "epochs": settings.epochs,
-                "batch_size": settings.batch_size,
-                "learning_rate": settings.learning_rate,
-                "hidden_sizes": ",".join(map(str, settings.hidden_sizes)),
-                "dropout": settings.dropout,
-                "seed": settings.seed,
-                "optimizer": "adam",
-                "train_size": len(data.train_x),
-                "val_size": len(data.val_x),
-                "max_steps": settings.max_steps or "none",
-                "log_every_steps": settings.log_every_steps or "none",
-                "parameters": sum(p.numel() for p in model.parameters()),
-            }
-        )
-        log_datasets(data)
-        history = fit(model, data, settings)
-        test_loss, test_accuracy, predicted = evaluate(model, data.test_x, data.test_y)
-        mlflow.log_metrics({"test_loss": test_loss, "test_accuracy": test_accuracy})
-        print(f"test accuracy {test_accuracy:.4f} on {len(data.test_x)} images", flush=True)
-        log_figures(history, data.test_y.numpy(), predicted)
-        info = log_model(model, data.test_x[:4], settings.serialization_format)
-        version = register(client, settings, info, test_accuracy)
+    tracking_uri = settings.tracking.tracking_uri
+    with step(tracking_uri, "creating the run"):
+        experiment = mlflow.set_experiment(settings.experiment_name)
+        model = build_model(settings.hidden_sizes, settings.dropout, settings.seed)
+        mlflow.set_system_metrics_sampling_interval(settings.system_metrics_interval)
+        active = mlflow.start_run(log_system_metrics=settings.system_metrics)
+    try:
+        with step(tracking_uri, f"logging run {active.info.run_id}"):
+            commit = git_commit()
+            if commit:
+                mlflow.set_tag("mlflow.source.git.commit", commit)
+            mlflow.log_params(
+                {
+                    "epochs": settings.epochs,
+                    "batch_size": settings.batch_size,
+                    "learning_rate": settings.learning_rate,
+                    "hidden_sizes": ",".join(map(str, settings.hidden_sizes)),
+                    "dropout": settings.dropout,
+                    "seed": settings.seed,
+                    "optimizer": "adam",
+                    "train_size": len(data.train_x),
+                    "val_size": len(data.val_x),
+                    "max_steps": settings.max_steps or "none",
+                    "log_every_steps": settings.log_every_steps or "none",
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                }
+            )
+            log_datasets(data)
+            history = fit(model, data, settings)
+            test_loss, test_accuracy, predicted = evaluate(model, data.test_x, data.test_y)
+            mlflow.log_metrics({"test_loss": test_loss, "test_accuracy": test_accuracy})
+            print(f"test accuracy {test_accuracy:.4f} on {len(data.test_x)} images", flush=True)
+            log_figures(history, data.test_y.numpy(), predicted)
+            info = log_model(model, data.test_x[:4], settings.serialization_format)
+        with step(tracking_uri, f"registering run {active.info.run_id}'s model as a version of {settings.model.name}"):
+            version = register(client, settings, info, test_accuracy)
+    except BaseException:
+        end_failed_run(tracking_uri)
+        raise
+    with step(tracking_uri, f"ending run {active.info.run_id}"):
+        mlflow.end_run()
     if settings.register_alias:
-        print(registry.promote(client, settings.model.name, version, settings.register_alias).describe())
+        with step(tracking_uri, f"moving @{settings.register_alias} to version {version}"):
+            print(registry.promote(client, settings.model.name, version, settings.register_alias).describe())
     uri = model_uri(settings.model.name, version)
     print(
         f"registered {uri}"
@@ -106,6 +125,40 @@ def run(settings: TrainingSettings) -> TrainingResult:
         alias=settings.register_alias,
         test_accuracy=test_accuracy,
     )
+
+
+@contextmanager
+def step(tracking_uri: str, doing: str) -> Iterator[None]:
+    """Turn a request that failed after MLflow's retries into TrackingServerFailed, one line that says what
+    could not be reached while `doing` what (mlops_sandbox.tracking.diagnose)."""
+    try:
+        yield
+    except (MlflowException, requests.RequestException) as err:
+        raise diagnose(tracking_uri, doing, err) from err
+
+
+def end_failed_run(tracking_uri: str) -> None:
+    """Mark the active run FAILED when the tracking server still answers. When it does not, only forget the
+    run here (it stays RUNNING on the server): ending it would retry for as long as the request that failed,
+    and so would MLflow's own end of the run at exit."""
+    if mlflow.active_run() is None:
+        return
+    try:
+        requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=5).raise_for_status()
+        reachable = True
+    except requests.RequestException:
+        reachable = False
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    if not reachable:
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        with suppress(MlflowException, requests.RequestException):
+            mlflow.end_run("FAILED")
+    finally:
+        if retries is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = retries
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -126,8 +179,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class MonitorLostServer(logging.Filter):
+    """Drops the system-metrics monitor's warnings that it cannot reach the run: they come from the same lost
+    server as the job's own error line, in a thread that retries at the same time."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("Failed to get mlflow run", "Failed to log system metrics"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.getLogger("mlflow.system_metrics.system_metrics_monitor").addFilter(MonitorLostServer())
     overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("output_json", "model_name")}
     try:
         if args.model_name:

@@ -11,6 +11,9 @@
 
 `list` ends with any contradiction it finds in the registry (an alias naming a deleted or archived version,
 a stage that disagrees with its alias) and how to fix it; none of this CLI's commands leaves one.
+Every command first finishes a promotion or rollback that was cut short between its alias move and its
+stage moves (a tracking server that died in between; registry.repair) and says so on stderr. A server that
+stops answering during a command is reported in one line, naming what could not be reached.
 
 MLFLOW_TRACKING_URI and SANDBOX_MODEL_NAME are read from the environment; --tracking-uri and --model-name
 override them.
@@ -20,7 +23,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import requests
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
@@ -29,7 +36,7 @@ from mlops_sandbox.gate import gate_and_promote
 from mlops_sandbox.mnist import MnistUnavailable, load_test_set
 from mlops_sandbox.references import LIFECYCLE_ALIASES
 from mlops_sandbox.settings import EndpointSettings, MnistSettings, ModelReference, TrackingClientSettings
-from mlops_sandbox.tracking import connect
+from mlops_sandbox.tracking import TrackingServerFailed, connect, diagnose, is_server
 from mlops_sandbox.v2 import InferenceError
 from mlops_sandbox.waiting import DependencyUnavailable
 
@@ -92,41 +99,82 @@ def gated_promotion(client: MlflowClient, name: str, version: str, args: argpars
     return 1
 
 
+NEXT_CALL_REPAIRS = (
+    "an operation cut short between its alias move and its stage moves is finished by the next command of this "
+    "CLI once the server is back (any command, `list` for instance)"
+)
+
+
+def describe(args: argparse.Namespace, name: str) -> str:
+    """What a command does, for the error line when the server fails during it."""
+    if args.command == "promote":
+        return f"promoting {name} {args.version} to @{args.to}"
+    if args.command in ("archive", "delete"):
+        return f"{'archiving' if args.command == 'archive' else 'deleting'} {name} version {args.version}"
+    if args.command == "resolve":
+        return f"resolving {args.ref}"
+    return f"rolling {name} back" if args.command == "rollback" else f"listing {name}'s versions"
+
+
+@contextmanager
+def failing_server(tracking_uri: str, doing: str) -> Iterator[None]:
+    """A request that failed after MLflow's retries becomes one line naming what could not be reached."""
+    if not is_server(tracking_uri):
+        yield
+        return
+    try:
+        yield
+    except (MlflowException, requests.RequestException) as err:
+        raise diagnose(tracking_uri, doing, err) from err
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         tracking = TrackingClientSettings(**({"tracking_uri": args.tracking_uri} if args.tracking_uri else {}))
         name = ModelReference(**({"name": args.model_name} if args.model_name else {})).name
         client = connect(tracking)
-        if args.command == "promote" and args.gate:
-            return gated_promotion(client, name, registry.resolve_version(client, name, args.version), args)
-        if args.command == "promote":
-            version = registry.resolve_version(client, name, args.version)
-            print(registry.promote(client, name, version, args.to).describe())
-        elif args.command == "resolve":
-            print(registry.resolve_version(client, name, args.ref))
-        elif args.command == "rollback":
-            print(registry.rollback(client, name).describe())
-        elif args.command == "archive":
-            registry.archive(client, name, args.version)
-            print(f"{name} version {args.version} is Archived")
-        elif args.command == "delete":
-            registry.delete_version(client, name, args.version)
-            print(f"{name} version {args.version} is deleted")
-        else:
-            rows = registry.lineage(client, name)
-            if not rows:
-                print(f"{name} has no versions yet at {tracking.tracking_uri}", file=sys.stderr)
-                return 1
-            print(registry.format_lineage(rows))
-            for problem in registry.inconsistencies(client, name):
-                print(f"warning: {problem}", file=sys.stderr)
+        doing = describe(args, name)
+        with failing_server(tracking.tracking_uri, doing):
+            for repaired in registry.repair(client, name):
+                print(f"repaired a half-done promotion: {repaired}", file=sys.stderr)
+            return run_command(client, name, tracking.tracking_uri, args)
     except (ValidationError, ValueError) as err:
         print(f"invalid input: {err}", file=sys.stderr)
         return 2
+    except TrackingServerFailed as err:
+        print(f"error: {err}; {NEXT_CALL_REPAIRS}", file=sys.stderr)
+        return 1
     except (registry.RegistryError, DependencyUnavailable, InferenceError, MnistUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+
+
+def run_command(client: MlflowClient, name: str, tracking_uri: str, args: argparse.Namespace) -> int:
+    """Run the parsed command; its exit code."""
+    if args.command == "promote" and args.gate:
+        return gated_promotion(client, name, registry.resolve_version(client, name, args.version), args)
+    if args.command == "promote":
+        version = registry.resolve_version(client, name, args.version)
+        print(registry.promote(client, name, version, args.to).describe())
+    elif args.command == "resolve":
+        print(registry.resolve_version(client, name, args.ref))
+    elif args.command == "rollback":
+        print(registry.rollback(client, name).describe())
+    elif args.command == "archive":
+        registry.archive(client, name, args.version)
+        print(f"{name} version {args.version} is Archived")
+    elif args.command == "delete":
+        registry.delete_version(client, name, args.version)
+        print(f"{name} version {args.version} is deleted")
+    else:
+        rows = registry.lineage(client, name)
+        if not rows:
+            print(f"{name} has no versions yet at {tracking_uri}", file=sys.stderr)
+            return 1
+        print(registry.format_lineage(rows))
+        for problem in registry.inconsistencies(client, name):
+            print(f"warning: {problem}", file=sys.stderr)
     return 0
 
 

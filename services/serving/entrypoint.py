@@ -39,6 +39,11 @@ from services.serving.model_store import ModelStore
 from services.serving.settings import ServingSettings
 from services.serving.webhooks import REGISTRATION_ERRORS, Verifier, WebhookReceiver, register
 
+FOLLOWER_RETRY_SECONDS = 6.0
+"""How long one registry request of serving retries (s). The follower's polls are its retries: a request that
+retried for minutes (MLflow's default is about 4) would keep it from seeing the registry come back, and from
+acting on the webhook's wake, for as long."""
+
 
 def wait_for_version(client: MlflowClient, settings: ServingSettings) -> str:
     """The version number that the configured reference points at, once it exists."""
@@ -197,7 +202,7 @@ def main() -> int:
                 file=sys.stderr,
             )
             return 1
-        client = connect(settings.tracking)
+        client = connect(settings.tracking, request_retry_seconds=FOLLOWER_RETRY_SECONDS)
         version = wait_for_version(client, settings)
     except ValidationError as err:
         print(f"invalid serving settings:\n{err}", file=sys.stderr)

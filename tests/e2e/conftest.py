@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
-from tests.support import module_env, run_module, server, tracking_server
+from tests.support import TRACKING_PYTHON, Service, module_env, restartable_server, run_module, server
 from tools.ports import free_port
 
 MODEL = "pytorch_simplenn_mnist"
@@ -31,6 +32,10 @@ class Stack:
     metrics_url: str
     poll_seconds: float
     serving_log: Path
+    s3: Service
+    """The S3 server, for tests that crash it (tests/e2e/test_faults.py): they start it again before they end."""
+    mlflow: Service
+    """The tracking server, likewise."""
 
     def client_env(self, **overrides: str) -> dict[str, str]:
         """What a user's client has: the tracking URI, and no S3 credentials at all."""
@@ -59,12 +64,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
         MLFLOW_ARTIFACTS_DESTINATION="s3://mlflow/",
         MLFLOW_BACKEND_STORE_URI=f"sqlite:///{root / 'mlflow.db'}",
         MLFLOW_PORT=str(mlflow_port),
+        # Kept across restarts, as compose and the local stack keep it: MLflow encrypts the webhooks' secrets
+        # with it, and a server restarted with another key can deliver no webhook (InvalidToken).
+        MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode(),
     )
     with ExitStack() as running:
-        running.enter_context(server("s3", "services.s3.entrypoint", server_env, root, s3_endpoint, any_answer=True))
+        s3 = running.enter_context(
+            restartable_server("s3", "services.s3.entrypoint", server_env, root, s3_endpoint, any_answer=True)
+        )
         bucket = run_module("infra.ops.create_bucket", env=server_env)
         assert bucket.returncode == 0, bucket.stderr
-        running.enter_context(tracking_server(server_env, root, f"{tracking_uri}/health"))
+        mlflow = running.enter_context(
+            restartable_server(
+                "mlflow",
+                "services.mlflow.entrypoint",
+                server_env,
+                root,
+                f"{tracking_uri}/health",
+                python=TRACKING_PYTHON,
+            )
+        )
 
         client_env = module_env(MLFLOW_TRACKING_URI=tracking_uri, SANDBOX_MNIST_ROOT=str(mnist_root))
         result_file = root / "training.json"
@@ -95,6 +114,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Iterato
             # The longest poll interval there is: alias moves reach this endpoint through MLflow's webhook.
             poll_seconds=60.0,
             serving_log=root / "serving.log",
+            s3=s3,
+            mlflow=mlflow,
         )
         serving_env = stack.serving_env(
             MLSERVER_HTTP_PORT=str(http_port),

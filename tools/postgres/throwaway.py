@@ -92,6 +92,44 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return ["setpriv", f"--reuid={RUN_AS}", f"--regid={RUN_AS}", "--init-groups", "--", *argv]
 
 
+def start_postgres(server: PostgresServer) -> subprocess.Popen[bytes]:
+    """Start PostgreSQL on `server`'s data directory and port, in a process group of its own (its log appended):
+    the first start, or a start after a crash (it then recovers from its write-ahead log)."""
+    with open(server.log_path, "ab") as log:
+        return start_group(
+            _as_server_user(
+                [
+                    str(bin_dir() / "postgres"),
+                    "-D",
+                    str(server.data_dir),
+                    "-p",
+                    str(server.port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    f"unix_socket_directories={server.data_dir.parent}",
+                    "-c",
+                    "fsync=off",
+                ]
+            ),
+            stdout=log.fileno(),
+        )
+
+
+def wait_until_accepting(server: PostgresServer, proc: subprocess.Popen[bytes], *, timeout: float) -> None:
+    """Wait until `server` accepts a connection; RuntimeError with its log's end if `proc` exits first."""
+
+    def ready() -> None:
+        if proc.poll() is not None:
+            raise RuntimeError(f"postgres exited with {proc.returncode}:\n{server.log_path.read_text()[-3000:]}")
+        try:
+            psycopg2.connect(**server._params("postgres")).close()
+        except psycopg2.OperationalError as err:
+            raise NotReadyYet(str(err).strip()) from None
+
+    wait_for(ready, service="PostgreSQL", address=f"{server.host}:{server.port}", timeout=timeout)
+
+
 @contextmanager
 def throwaway_postgres(
     *,
@@ -137,36 +175,9 @@ def throwaway_postgres(
     if init.returncode != 0:
         raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout}\n{init.stderr}")
     server = PostgresServer("127.0.0.1", port or free_port(), user, password, database, data_dir, log_path)
-    with open(log_path, "wb") as log:
-        proc = start_group(
-            _as_server_user(
-                [
-                    str(binaries / "postgres"),
-                    "-D",
-                    str(data_dir),
-                    "-p",
-                    str(server.port),
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    f"unix_socket_directories={root}",
-                    "-c",
-                    "fsync=off",
-                ]
-            ),
-            stdout=log.fileno(),
-        )
+    proc = start_postgres(server)
     try:
-
-        def ready() -> None:
-            if proc.poll() is not None:
-                raise RuntimeError(f"postgres exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                psycopg2.connect(**server._params("postgres")).close()
-            except psycopg2.OperationalError as err:
-                raise NotReadyYet(str(err).strip()) from None
-
-        wait_for(ready, service="PostgreSQL", address=f"{server.host}:{server.port}", timeout=timeout)
+        wait_until_accepting(server, proc, timeout=timeout)
         server.create_database(database)
         yield server
     finally:

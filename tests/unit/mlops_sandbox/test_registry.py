@@ -187,3 +187,40 @@ def test_lineage_table_links_versions_to_runs_and_experiment(client: MlflowClien
     assert rows[0].run_id == client.get_model_version(NAME, "3").run_id
     table = registry.format_lineage(rows)
     assert table.splitlines()[0].split()[:5] == ["version", "stage", "aliases", "run_id", "experiment"]
+
+
+def test_repair_finishes_a_promotion_cut_between_its_alias_and_stage_moves(client: MlflowClient) -> None:
+    registry.promote(client, NAME, 1, "production")
+    registry.promote(client, NAME, 2, "staging")
+    client.set_registered_model_alias(NAME, "production", "2")  # where promote() was cut short
+    assert registry.inconsistencies(client, NAME) != []
+    assert registry.repair(client, NAME) == [
+        "version 2 is @production but was in stage Staging: now Production; version 1 Archived"
+    ]
+    assert stages(client)["2"] == "Production" and stages(client)["1"] == "Archived"
+    assert registry.repair(client, NAME) == []
+
+
+def test_repair_finishes_a_rollback_cut_after_its_alias_move(client: MlflowClient) -> None:
+    registry.promote(client, NAME, 1, "production")
+    registry.promote(client, NAME, 2, "production")
+    client.set_registered_model_alias(NAME, "production", "1")  # where rollback() was cut short
+    assert registry.repair(client, NAME) == [
+        "version 1 is @production but was in stage Archived: now Production; version 2 Archived"
+    ]
+    assert stages(client)["1"] == "Production" and stages(client)["2"] == "Archived"
+
+
+def test_repair_moves_staging_off_a_version_archived_without_settling(client: MlflowClient) -> None:
+    registry.promote(client, NAME, 1, "production")
+    registry.promote(client, NAME, 2, "staging")
+    with pytest.warns(FutureWarning):
+        client.transition_model_version_stage(NAME, "2", "Archived")  # where archive() was cut short
+    assert registry.repair(client, NAME) == [
+        "@staging named version 2, which is Archived: now version 1, the @production one"
+    ]
+    assert alias(client, "staging") == "1"
+
+
+def test_repair_of_a_model_that_does_not_exist_is_nothing(client: MlflowClient) -> None:
+    assert registry.repair(client, "no_such_model") == []
