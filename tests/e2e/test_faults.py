@@ -25,7 +25,7 @@ from mlops_sandbox.waiting import NotReadyYet, wait_for
 from tests.crash_proxy import CrashProxy
 from tests.e2e.conftest import MODEL, Stack
 from tests.e2e.test_follow import RELOAD_WINDOW, LoadGenerator
-from tests.support import PROJECT_ROOT, PYTHON, run_module
+from tests.support import PROJECT_ROOT, PYTHON, logged_model_id, run_module
 
 pytestmark = pytest.mark.e2e
 
@@ -254,7 +254,9 @@ def test_serving_answers_every_request_while_registry_and_s3_are_down(stack: Sta
     # The follower resumes: the next promotion (a new version of the served model) is served.
     source = client.get_model_version(MODEL, served)
     assert source.source is not None
-    moved = client.create_model_version(MODEL, source.source, run_id=source.run_id, model_id=source.model_id)
+    moved = client.create_model_version(
+        MODEL, source.source, run_id=source.run_id, model_id=logged_model_id(source.source)
+    )
     try:
         registry.promote(client, MODEL, moved.version, "production")
         took = wait_until_served(stack.serving_url, MODEL, str(moved.version), timeout=stack.poll_seconds / 2)
