@@ -76,16 +76,26 @@ def bound_request_retries(seconds: float) -> int:
 
     With a backoff factor of 1, n retries sleep 2^n - 2 s in all (plus MLflow's jitter of up to 1 s each):
     this sets the fewest retries that cover `seconds`, at most 10 (MLflow's limit: 1,022 s). MLflow's own
-    variables win when they are set. Returns the number of retries in force.
+    variables win when a user set them; values that an earlier call set (in this process, or in the parent
+    that passed its environment on, marked by RETRY_BOUND_MARK) are recomputed, so that a child with a shorter
+    wait does not inherit a longer one. Returns the number of retries in force.
     """
-    if "MLFLOW_HTTP_REQUEST_MAX_RETRIES" in os.environ or "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR" in os.environ:
-        return int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7"))
+    current = (os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES"), os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"))
+    ours = os.environ.get(RETRY_BOUND_MARK) == ":".join(map(str, current))
+    if current != (None, None) and not ours:
+        return int(current[0] or "7")
     retries = 1
     while 2**retries - 2 < seconds and retries < MAX_RETRIES_LIMIT:
         retries += 1
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    os.environ[RETRY_BOUND_MARK] = f"{retries}:1"
     return retries
+
+
+RETRY_BOUND_MARK = "SANDBOX_TRACKING_RETRY_BOUND"
+"""Set beside MLflow's two variables by `bound_request_retries`, to their values: they are this project's, not
+a user's, and a later call may change them."""
 
 
 class TrackingServerFailed(DependencyUnavailable):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mlops_sandbox.tracking import bound_request_retries
+from mlops_sandbox.tracking import RETRY_BOUND_MARK, bound_request_retries
 
 VARIABLES = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
 
@@ -29,3 +29,15 @@ def test_mlflows_own_variables_win(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", raising=False)
     assert bound_request_retries(120) == 2
     assert "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR" not in os.environ
+
+
+def test_a_bound_set_earlier_is_recomputed_not_taken_for_a_users(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A process that connected with a 120 s wait passes its environment on to a job that waits 4 s: the job must
+    # not retry for 2 minutes (what a fault test met in CI, where an earlier test had connected in-process).
+    for name in (*VARIABLES, RETRY_BOUND_MARK):
+        monkeypatch.delenv(name, raising=False)
+    assert bound_request_retries(120) == 7
+    assert bound_request_retries(4) == 3
+    # A user's value, even beside a stale mark, still wins.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
+    assert bound_request_retries(4) == 5
