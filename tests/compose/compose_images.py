@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +59,18 @@ def locked() -> Iterator[None]:
 def wheelhouse_server(log_dir: Path) -> Iterator[None]:
     """The wheelhouse over HTTP on 127.0.0.1:WHEELHOUSE_PORT, for pip's --find-links in the image builds."""
     args = ("--bind", "127.0.0.1", str(WHEELHOUSE_PORT), "--directory", str(WHEELHOUSE))
+    # A server left on the port by an interrupted run would answer the readiness probe, and the builds would
+    # take another checkout's wheels: refuse a taken port instead.
+    with socket.socket() as probe:
+        # As http.server binds: a port in TIME_WAIT after the last build's downloads is free, a listener is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", WHEELHOUSE_PORT))
+        except OSError as err:
+            raise AssertionError(
+                f"127.0.0.1:{WHEELHOUSE_PORT}, the wheelhouse's port, is taken ({err}): a wheelhouse server left by "
+                f"an interrupted run? (ss -ltnp | grep {WHEELHOUSE_PORT})"
+            ) from err
     with server("wheelhouse", "http.server", module_env(), log_dir, f"http://127.0.0.1:{WHEELHOUSE_PORT}/", args=args):
         yield
 

@@ -262,6 +262,9 @@ def test_serving_answers_every_request_while_registry_and_s3_are_down(stack: Sta
         took = wait_until_served(stack.serving_url, MODEL, str(moved.version), timeout=stack.poll_seconds / 2)
         print(f"then version {moved.version} was promoted, and served {took:.1f} s later")
     finally:
-        # The session's later tests expect the fixture's version in production.
+        # The session's later tests expect the fixture's version in production, and the only version of the
+        # model (test_version_pair, test_mlflow_ui): put it back, and take the copy and its trace away.
         registry.promote(client, MODEL, served, "production")
         wait_until_served(stack.serving_url, MODEL, served, timeout=stack.poll_seconds / 2)
+        registry.delete_version(client, MODEL, str(moved.version))
+        client.delete_model_version_tag(MODEL, served, registry.PREVIOUS_PRODUCTION_TAG)
