@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 
 def group_alive(pgid: int) -> bool:
@@ -106,6 +108,15 @@ def run_supervised(argv: list[str], *, env: dict[str, str], grace: float, name: 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0 if stop_requested_at is not None and not killed else code
+
+
+def replace_process(argv: Sequence[str], env: Mapping[str, str]) -> NoReturn:
+    """Replace this process with `argv` (looked up on PATH), in environment `env`: the same pid, so its parent
+    and signals now reach the new program. What this process printed is flushed first, since exec discards
+    Python's buffers. Does not return; OSError when `argv[0]` cannot be executed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(argv[0], list(argv), dict(env))
 
 
 def supervise_command(argv: list[str], *, grace: float, name: str, remove: str | None = None) -> list[str]:

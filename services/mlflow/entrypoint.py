@@ -25,7 +25,7 @@ import sqlalchemy
 from mlflow.exceptions import MlflowException
 from pydantic import ValidationError
 
-from mlops_sandbox.processes import supervise_command
+from mlops_sandbox.processes import replace_process, supervise_command
 from mlops_sandbox.s3 import bucket_exists, s3_client, wait_for_s3
 from mlops_sandbox.waiting import DependencyUnavailable
 from services.mlflow import auth
@@ -147,9 +147,7 @@ def supervise(settings: TrackingServerSettings, env: dict[str, str], remove: str
     argv = supervise_command(
         server_command(settings), grace=settings.shutdown_grace_seconds, name="mlflow", remove=remove
     )
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(argv[0], argv, env)
+    replace_process(argv, env)
 
 
 if __name__ == "__main__":

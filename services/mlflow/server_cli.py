@@ -22,6 +22,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from mlops_sandbox.processes import replace_process
+
 SERVER_START = "server_proc = _exec_cmd("
 
 
@@ -45,10 +47,7 @@ def exec_server(
 
     if synchronous:
         return _exec_cmd(command, extra_env=extra_env, synchronous=synchronous, **kwargs)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    argv = [str(part) for part in command]
-    os.execvpe(argv[0], argv, {**os.environ, **(extra_env or {})})
+    replace_process([str(part) for part in command], {**os.environ, **(extra_env or {})})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,8 @@ from typing import Any
 import mlflow
 import mlflow.pyfunc.backend
 
+from mlops_sandbox.processes import replace_process
+
 MLFLOW_VERSION = "3.12.0"
 
 
@@ -65,9 +67,7 @@ def exec_instead(
     `argv[0]` cannot be executed."""
     if preexec_fn is not None:
         preexec_fn()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execvpe(argv[0], list(argv), dict(os.environ if env is None else env))
+    replace_process(argv, os.environ if env is None else env)
 
 
 class _ExecSubprocess:
