@@ -207,7 +207,13 @@ class Canary:
                 baseline = production
             elif production.labelled:  # its accuracy since the rollout began is still current
                 baseline = replace(baseline, correct=production.correct, labelled=production.labelled)
-            verdict = judge(candidate, baseline, self.plan.thresholds, step_over=elapsed >= self.plan.interval)
+            verdict = judge(
+                candidate,
+                baseline,
+                self.plan.thresholds,
+                step_over=elapsed >= self.plan.interval,
+                looks=len(self.plan.steps),
+            )
             if verdict.passed is not None:
                 return verdict, candidate, baseline
 

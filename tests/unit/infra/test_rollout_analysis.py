@@ -8,6 +8,7 @@ from infra.ops.rollout.analysis import (
     P99_MIN_ANSWERS,
     BackendStats,
     Thresholds,
+    accuracy_z,
     agreement,
     drop_noise,
     judge,
@@ -86,6 +87,22 @@ def test_an_accuracy_drop_that_few_labels_explain_does_not_abort() -> None:
     # The same share of mistakes on 2,000 images is evidence.
     many = BackendStats(requests=200, correct=1900, labelled=2000)
     assert judge(many, PRODUCTION, LIMITS, step_over=True).passed is False
+
+
+def test_each_of_a_rollouts_looks_at_accuracy_tests_at_its_share_of_the_false_abort_rate() -> None:
+    assert accuracy_z(1) == pytest.approx(1.645, abs=1e-3)
+    assert accuracy_z(3) == pytest.approx(2.128, abs=1e-3)
+    with pytest.raises(ValueError, match="looks"):
+        accuracy_z(0)
+    # The compose smoke run's first step: a candidate identical to production (0.9002 test accuracy) drew 47
+    # hard images of 60. One look at 5 % blames the candidate; the first of three looks does not.
+    production = BackendStats(requests=500, correct=450, labelled=500)
+    unlucky = BackendStats(requests=60, correct=47, labelled=60)
+    assert judge(unlucky, production, LIMITS, step_over=True).passed is False
+    assert judge(unlucky, production, LIMITS, step_over=True, looks=3).passed is True
+    # A candidate really 8 points worse is still caught at the first of three looks.
+    worse = BackendStats(requests=200, correct=180, labelled=200)
+    assert judge(worse, PRODUCTION, LIMITS, step_over=True, looks=3).passed is False
 
 
 def test_a_step_without_enough_traffic_fails_rather_than_passing_unjudged() -> None:
