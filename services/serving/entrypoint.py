@@ -9,10 +9,12 @@ version into SANDBOX_SERVING_DIR and runs
 
 (services/serving/mlflow_serve.py: MLflow's CLI, with `mlserver start` taking over its process at the end)
 as a supervised process group: V2 REST on MLSERVER_HTTP_PORT, gRPC on MLSERVER_GRPC_PORT, Prometheus
-metrics on MLSERVER_METRICS_PORT. When SANDBOX_MODEL_REF is an alias or a stage, a follower
-(services/serving/follower.py) keeps the served version equal to the one it points at, in place. With
-SANDBOX_SERVING_WEBHOOK_ADDRESS, it also registers MLflow's model-registry webhook for alias moves and
-looks at the registry as soon as one arrives (services/serving/webhooks.py); polling stays the fallback.
+metrics on MLSERVER_METRICS_PORT. This process then becomes the group's supervisor (mlops_sandbox.processes),
+which stops the group on SIGTERM. When SANDBOX_MODEL_REF is an alias or a stage, a follower
+(services/serving/follower.py, started in MLServer's process by services/serving/mlserver_start.py) keeps
+the served version equal to the one it points at, in place. With SANDBOX_SERVING_WEBHOOK_ADDRESS, it also
+registers MLflow's model-registry webhook for alias moves and looks at the registry as soon as one arrives
+(services/serving/webhooks.py); polling stays the fallback.
 """
 
 from __future__ import annotations
@@ -22,27 +24,20 @@ import shutil
 import socket
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
-from mlops_sandbox.processes import run_supervised
+from mlops_sandbox.processes import replace_process, supervise_command
 from mlops_sandbox.registry import RegistryError
 from mlops_sandbox.settings import split_host_port
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, wait_for
-from services.serving.follower import Follower, ModelServer
+from services.serving.follower import FOLLOWER_RETRY_SECONDS
 from services.serving.model_store import ModelStore
 from services.serving.settings import ServingSettings
-from services.serving.webhooks import REGISTRATION_ERRORS, Verifier, WebhookReceiver, register
-
-FOLLOWER_RETRY_SECONDS = 6.0
-"""How long one registry request of serving retries (s). The follower's polls are its retries: a request that
-retried for minutes (MLflow's default is about 4) would keep it from seeing the registry come back, and from
-acting on the webhook's wake, for as long."""
 
 
 def wait_for_version(client: MlflowClient, settings: ServingSettings) -> str:
@@ -134,62 +129,6 @@ def ports_in_use(settings: ServingSettings) -> list[str]:
     return busy
 
 
-def start_webhooks(settings: ServingSettings, client: MlflowClient, follower: Follower) -> WebhookReceiver | None:
-    """Receive MLflow's alias events on SANDBOX_SERVING_WEBHOOK_ADDRESS, and register the webhook in MLflow.
-
-    Returns the running receiver, or None without one: no address, or a stage (MLflow sends no event for
-    stage transitions; one line says so). The registration runs in a thread of its own (`register_or_stop`):
-    MLflow's client retries a store that answers 500, as a file store does for webhooks, for about 4 minutes,
-    and serving must not wait for that. Without a receiver, the follower polls as it always did.
-    """
-    url, secret = settings.webhook_target, settings.webhook_secret
-    if not settings.model.follows or url is None or secret is None:
-        return None
-    if not settings.model.ref.startswith("@"):
-        print(f"serving: webhooks off, {polling(settings)}: MLflow sends no webhook when a stage changes", flush=True)
-        return None
-    receiver = WebhookReceiver(
-        split_host_port(settings.webhook_address or ""),
-        Verifier(secret.get_secret_value()),
-        settings.model,
-        follower.wake,
-        log=lambda line: print(line, flush=True),
-    ).start()
-    threading.Thread(
-        target=register_or_stop, args=(settings, client, receiver), name="webhook-registration", daemon=True
-    ).start()
-    return receiver
-
-
-def polling(settings: ServingSettings) -> str:
-    return f"polling {settings.model.uri} every {settings.poll_seconds:g} s"
-
-
-def register_or_stop(settings: ServingSettings, client: MlflowClient, receiver: WebhookReceiver) -> bool:
-    """Register the endpoint's webhook in MLflow and print one line about it; when MLflow refuses, stop the
-    receiver and print why. True when registered."""
-    url, secret = settings.webhook_target or "", settings.webhook_secret
-    try:
-        webhook_id = register(client, settings.model, url, secret.get_secret_value() if secret else "")
-    except REGISTRATION_ERRORS as err:
-        receiver.stop()
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if isinstance(err, MlflowException) and err.error_code == "PERMISSION_DENIED":
-            # MLflow 3.12's basic-auth app lets admins only list or create webhooks; serving's user reads.
-            reason = (
-                f"user {settings.tracking.username!r} may not register webhooks (MLflow's basic-auth app allows "
-                "admins only, and serving's user is read-only)"
-            )
-        print(f"serving: webhooks off, {polling(settings)}: MLflow did not register {url}: {reason}", flush=True)
-        return False
-    print(
-        f"serving: MLflow posts alias moves of {settings.model.uri} to {url} (webhook {webhook_id}); "
-        f"{polling(settings)} as the fallback",
-        flush=True,
-    )
-    return True
-
-
 def main() -> int:
     # Artifact downloads stay on the tracking server's proxy: no presigned URLs straight to S3, so serving
     # needs no object-store credentials or network path.
@@ -218,48 +157,32 @@ def main() -> int:
         runtime_settings=settings.runtime_settings,
         model_settings=settings.model_settings,
     )
+    temporary = None if settings.serving_dir else str(root)
     try:
-        try:
-            store.prepare(version, settings.model.ref)
-        except (MlflowException, OSError) as err:
-            print(f"error: cannot download {settings.model.uri} (version {version}): {err}", file=sys.stderr)
-            return 1
-        store.activate(version)
-        print(
-            f"serving: {settings.model.uri} is version {version}"
-            + (f", followed every {settings.poll_seconds:g} s" if settings.model.follows else " (pinned)")
-            + f"; V2 REST on http://{settings.host}:{settings.http_port}, gRPC on {settings.host}:"
-            f"{settings.grpc_port}, metrics on http://{settings.host}:{settings.metrics_port}/metrics",
-            flush=True,
-        )
-        follower = Follower(
-            settings.model,
-            lambda: settings.model.resolve(client),
-            store,
-            ModelServer(settings.url, settings.model.name),
-            poll_seconds=settings.poll_seconds,
-        )
-        receiver = start_webhooks(settings, client, follower)
-        if settings.model.follows:
-            threading.Thread(
-                target=follower.run,
-                kwargs={"ready_timeout": settings.registry_wait_seconds},
-                name="follower",
-                daemon=True,
-            ).start()
-        code = run_supervised(
-            serve_command(settings, store.current),
-            env=serve_env(settings),
-            grace=settings.shutdown_grace_seconds,
-            name="serving",
-        )
-        follower.stop()
-        if receiver:
-            receiver.stop()
-        return code
-    finally:
-        if settings.serving_dir is None:
-            shutil.rmtree(root, ignore_errors=True)
+        store.prepare(version, settings.model.ref)
+    except (MlflowException, OSError) as err:
+        print(f"error: cannot download {settings.model.uri} (version {version}): {err}", file=sys.stderr)
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
+        return 1
+    store.activate(version)
+    print(
+        f"serving: {settings.model.uri} is version {version}"
+        + (f", followed every {settings.poll_seconds:g} s" if settings.model.follows else " (pinned)")
+        + f"; V2 REST on http://{settings.host}:{settings.http_port}, gRPC on {settings.host}:"
+        f"{settings.grpc_port}, metrics on http://{settings.host}:{settings.metrics_port}/metrics",
+        flush=True,
+    )
+    # Exec, not a child: what this process imported to wait and download (MLflow's client: 129 MiB of PSS,
+    # measured) is not kept for the server's lifetime. The follower runs inside MLServer's process
+    # (mlserver_start.py), which imports MLflow anyway, on the store named here; the supervisor stops
+    # MLServer's process group on SIGTERM and then removes a temporary store.
+    env = serve_env(settings)
+    env["SANDBOX_SERVING_DIR"] = str(root.resolve())
+    argv = supervise_command(
+        serve_command(settings, store.current), grace=settings.shutdown_grace_seconds, name="serving", remove=temporary
+    )
+    replace_process(argv, env)
 
 
 if __name__ == "__main__":

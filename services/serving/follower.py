@@ -21,6 +21,11 @@ from mlops_sandbox.registry import RegistryError
 from mlops_sandbox.settings import ModelReference
 from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, http_ok, wait_for
 
+FOLLOWER_RETRY_SECONDS = 6.0
+"""How long one registry request of serving retries (s). The follower's polls are its retries: a request that
+retried for minutes (MLflow's default is about 4) would keep it from seeing the registry come back, and from
+acting on the webhook's wake, for as long."""
+
 FOLLOW_ERRORS = (RegistryError, MlflowException, requests.RequestException, RuntimeError, OSError)
 """What one poll may fail with and survive: the registry or MLServer out of reach, a failed download."""
 

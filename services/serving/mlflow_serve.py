@@ -7,9 +7,10 @@ MLServer's settings into the environment and builds the `mlserver start` command
 it then starts that command as a child (`bash -c "exec mlserver start ..."`) and waits for it: one Python
 process, with all of MLflow imported, that only waits, and passes no signal on. Here that one call
 (`subprocess.Popen` in `mlflow.pyfunc.backend`) replaces this process instead (os.execvpe), with the same
-argv, environment and parent-death signal (its preexec_fn): the pid that the serving entrypoint supervises
-is MLServer's, signals reach it, and each endpoint holds one process fewer: 157 MiB of PSS each (measured,
-tools/benchmark/memory.py).
+environment and parent-death signal (its preexec_fn): the pid that the serving entrypoint supervises is
+MLServer's, signals reach it, and each endpoint holds one process fewer: 157 MiB of PSS each (measured,
+tools/benchmark/memory.py). The program is MLServer's CLI with the same arguments, through
+services/serving/mlserver_start.py, which starts serving's alias follower in MLServer's process first.
 
 The pin makes this safe (mlflow==3.12.0, the last release with `--enable-mlserver`): `check` refuses another
 version, or a backend whose local path no longer calls `subprocess.Popen` with a `bash -c "exec ..."`
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -56,6 +58,16 @@ def is_server_command(argv: object) -> bool:
     )
 
 
+def server_argv(argv: list[str]) -> list[str]:
+    """The program that takes over from MLflow's server command `argv` (is_server_command): `bash -c "exec
+    mlserver start DIR"` becomes `python -m services.serving.mlserver_start start DIR`, MLServer's CLI with the
+    same arguments and the follower beside it, in this environment's Python; another program stays as given."""
+    words = shlex.split(argv[2])
+    if words[:2] == ["exec", "mlserver"]:
+        return [sys.executable, "-m", "services.serving.mlserver_start", *words[2:]]
+    return argv
+
+
 def exec_instead(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
@@ -81,7 +93,7 @@ class _ExecSubprocess:
         def popen(argv: Any, *args: Any, **kwargs: Any) -> Any:
             if args or not is_server_command(argv):
                 return subprocess.Popen(argv, *args, **kwargs)
-            exec_instead(argv, **kwargs)
+            exec_instead(server_argv(argv), **kwargs)
 
         return popen
 

@@ -253,11 +253,13 @@ def test_sigterm_stops_the_whole_serving_process_group(stack: Stack) -> None:
                 pass
             assert proc.poll() is None, (stack.root / "serving-sigterm.log").read_text()[-3000:]
             time.sleep(0.5)
-        # The entrypoint's one child is MLServer itself: `mlflow models serve` handed its process over to
-        # `mlserver start` (services/serving/mlflow_serve.py) instead of waiting on it as a second process.
+        # The entrypoint became the supervisor, and its one child is MLServer itself: `mlflow models serve`
+        # handed its process over to MLServer's CLI (services/serving/mlflow_serve.py, through mlserver_start.py)
+        # instead of waiting on it as a second process.
+        assert psutil.Process(proc.pid).cmdline()[1:3] == ["-m", "mlops_sandbox.processes"]
         (child,) = psutil.Process(proc.pid).children()
         argv = child.cmdline()
-        assert Path(argv[1]).name == "mlserver" and argv[2] == "start", argv
+        assert argv[1:4] == ["-m", "services.serving.mlserver_start", "start"], argv
         assert_sigterm_stops_supervised_group(proc, timeout=60)
         with pytest.raises(requests.ConnectionError):
             requests.get(ready, timeout=2)

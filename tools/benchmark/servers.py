@@ -52,13 +52,15 @@ class Running:
         return [leader, *leader.children(recursive=True)]
 
     def mlserver_pid(self) -> int:
-        """The `mlserver start` process: with parallel_workers=0 it parses, infers and answers."""
+        """The `mlserver start` process (ours runs it as `python -m services.serving.mlserver_start start`):
+        with parallel_workers=0 it parses, infers and answers."""
         for process in self.processes():
             try:
                 argv = process.cmdline()
             except psutil.Error:
                 continue
-            if any(arg.endswith("mlserver") for arg in argv[:2]) and "start" in argv:
+            launcher = any(arg.endswith("mlserver") or arg == "services.serving.mlserver_start" for arg in argv[:3])
+            if launcher and "start" in argv:
                 return process.pid
         raise RuntimeError(f"no `mlserver start` process below pid {self.pid}")
 

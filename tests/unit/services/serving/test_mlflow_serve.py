@@ -43,3 +43,10 @@ def test_the_server_command_takes_over_the_process_with_its_environment(tmp_path
     pid, pre, replaced = result.stdout.splitlines()
     assert result.returncode == 7, result.stderr
     assert pre == "pre" and replaced == f"{pid} from-mlflow"
+
+
+def test_mlserver_takes_over_through_the_follower_launcher_with_the_same_arguments() -> None:
+    argv = mlflow_serve.server_argv(["bash", "-c", "exec mlserver start '/srv/model dir/current'"])
+    assert argv == [sys.executable, "-m", "services.serving.mlserver_start", "start", "/srv/model dir/current"]
+    other = ["bash", "-c", "exec gunicorn app"]
+    assert mlflow_serve.server_argv(other) == other

@@ -18,7 +18,7 @@ from mlflow.store.entities.paged_list import PagedList
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
 from mlops_sandbox.settings import ModelReference
-from services.serving import entrypoint
+from services.serving import mlserver_start
 from services.serving.settings import ServingSettings
 from services.serving.webhooks import EVENTS, DeliveryRejected, Verifier, WebhookReceiver, register
 from tests.unit.services.serving.test_follower import FakeServer, FakeStore
@@ -248,8 +248,8 @@ def test_a_registry_without_webhooks_leaves_one_line_and_polling(
     settings = serving_settings(
         monkeypatch, SANDBOX_SERVING_WEBHOOK_ADDRESS=f"127.0.0.1:{port}", SANDBOX_SERVING_WEBHOOK_SECRET=SECRET
     )
-    follower = entrypoint.Follower(MODEL, lambda: "1", None, None, poll_seconds=2.0)  # type: ignore[arg-type]
-    assert entrypoint.start_webhooks(settings, RefusingRegistry(), follower) is not None  # type: ignore[arg-type]
+    follower = mlserver_start.Follower(MODEL, lambda: "1", None, None, poll_seconds=2.0)  # type: ignore[arg-type]
+    assert mlserver_start.start_webhooks(settings, RefusingRegistry(), follower) is not None  # type: ignore[arg-type]
     registration_done()
     assert capsys.readouterr().out.splitlines() == [
         f"serving: webhooks off, polling models:/pytorch_simplenn_mnist@production every 2 s: MLflow did not "
@@ -267,9 +267,9 @@ def test_a_registered_webhook_wakes_the_follower_which_polls_at_once(monkeypatch
     store = FakeStore()  # serves version 1; the registry says 2
     server = FakeServer(store=store)
     # A poll interval far beyond the test's patience: only the webhook can make it look.
-    follower = entrypoint.Follower(MODEL, lambda: "2", store, server, poll_seconds=600, log=lambda line: None)
+    follower = mlserver_start.Follower(MODEL, lambda: "2", store, server, poll_seconds=600, log=lambda line: None)
     fake = FakeRegistry()
-    receiver = entrypoint.start_webhooks(settings, fake, follower)  # type: ignore[arg-type]
+    receiver = mlserver_start.start_webhooks(settings, fake, follower)  # type: ignore[arg-type]
     registration_done()
     assert receiver is not None and [w.url for w in fake.webhooks.values()] == [f"http://127.0.0.1:{port}/"]
     thread = threading.Thread(target=follower.follow, daemon=True)
@@ -294,8 +294,8 @@ def test_a_stage_is_polled_only(monkeypatch: pytest.MonkeyPatch, capsys: pytest.
         SANDBOX_SERVING_WEBHOOK_ADDRESS=f"127.0.0.1:{free_port()}",
         SANDBOX_SERVING_WEBHOOK_SECRET=SECRET,
     )
-    follower = entrypoint.Follower(settings.model, lambda: "1", None, None, poll_seconds=2.0)  # type: ignore[arg-type]
-    assert entrypoint.start_webhooks(settings, FakeRegistry(), follower) is None  # type: ignore[arg-type]
+    follower = mlserver_start.Follower(settings.model, lambda: "1", None, None, poll_seconds=2.0)  # type: ignore[arg-type]
+    assert mlserver_start.start_webhooks(settings, FakeRegistry(), follower) is None  # type: ignore[arg-type]
     assert "MLflow sends no webhook when a stage changes" in capsys.readouterr().out
 
 
