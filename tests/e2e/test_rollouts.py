@@ -289,8 +289,16 @@ def test_an_interrupted_rollout_leaves_all_traffic_on_production_and_a_second_ca
     traffic = server("traffic", "services.traffic.entrypoint", traffic_env, tmp_path, metrics)
     argv = [PYTHON, "-m", "infra.ops.rollout", "start", other, "--interval", "60s"]
     with traffic:
+        # Ctrl+C as a terminal delivers it: a test session started in a script's background job inherits
+        # SIGINT ignored, and Python then leaves it ignored in the rollout too (the clean-clone run's failure).
         first = subprocess.Popen(
-            argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            argv,
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
 
