@@ -31,7 +31,7 @@ def test_benchmark_writes_a_table(tmp_path: Path, mnist_root: Path) -> None:
         "--batch",
         "4",
         "--configs",
-        "a,d,f",
+        "a,d,f,g",
         "--train-limit",
         "500",
         "--profile",
@@ -44,6 +44,7 @@ def test_benchmark_writes_a_table(tmp_path: Path, mnist_root: Path) -> None:
     table = (out / "serving-benchmark.md").read_text()
     assert "| (d) ours, as shipped | gRPC | 4 | 1 |" in table, table
     assert "| (f) (d) through the router (Envoy) | REST | 4 | 1 |" in table, table
+    assert "| (g) two replicas of (d) through the router, 50/50 | gRPC | 4 | 1 |" in table, table
     assert "| model forward pass (torch) |" in table, table
     assert sorted(p.name for p in out.glob("profile-*.txt")) == [
         "profile-REST-batch-1-x16.txt",

@@ -4,7 +4,8 @@ stock_scoring   (b) mlflow models serve -m models:/NAME/V --env-manager local
 stock_mlserver  (c) the same with --enable-mlserver, every MLServer setting at its default
 ours            (d) python -m services.serving.entrypoint, as shipped (its defaults)
 kserve          (e) KServe's Python model server (tools/benchmark/kserve_server.py in .venv-kserve), its defaults
-routed          (f) (d) behind the router (python -m services.router.entrypoint, Envoy), all traffic to it
+routed          (f) (d) behind the router (python -m services.router.entrypoint, Envoy), all traffic to it;
+                (g) two replicas of (d) behind it, half the traffic each
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from mlops_sandbox.processes import start_group, stop_group
+from mlops_sandbox.router import RouterAdmin
 from mlops_sandbox.waiting import http_ok, wait_for
 from tools.ports import free_port
 
@@ -164,22 +166,28 @@ def kserve(
 
 
 @contextmanager
-def routed(behind: Running, log_dir: Path) -> Iterator[Running]:
-    """The router in front of `behind` (both its upstreams point at it, as a rollout's production at 0 %)."""
+def routed(behind: Running, log_dir: Path, second: Running | None = None) -> Iterator[Running]:
+    """The router in front of `behind` (both its upstreams point at it, as a rollout's production at 0 %); with
+    `second`, in front of two replicas: `behind` as production, `second` as the candidate, half the requests
+    each (the router's split, as a rollout's 50 % step sets it)."""
     assert behind.grpc_target is not None
     rest, grpc, admin = free_port(), free_port(), free_port()
     upstream_rest = behind.http_url.removeprefix("http://")
+    other = second or behind
+    assert other.grpc_target is not None
     env = dict(
         os.environ,
         SANDBOX_ROUTER_REST_ADDRESS=f"127.0.0.1:{rest}",
         SANDBOX_ROUTER_GRPC_ADDRESS=f"127.0.0.1:{grpc}",
         SANDBOX_ROUTER_ADMIN_ADDRESS=f"127.0.0.1:{admin}",
         SANDBOX_ROUTER_PRODUCTION_REST=upstream_rest,
-        SANDBOX_ROUTER_CANDIDATE_REST=upstream_rest,
+        SANDBOX_ROUTER_CANDIDATE_REST=other.http_url.removeprefix("http://"),
         SANDBOX_ROUTER_PRODUCTION_GRPC=behind.grpc_target,
-        SANDBOX_ROUTER_CANDIDATE_GRPC=behind.grpc_target,
+        SANDBOX_ROUTER_CANDIDATE_GRPC=other.grpc_target,
         SANDBOX_ROUTER_CONFIG_DIR=str(log_dir),
     )
     argv = [PYTHON, "-m", "services.router.entrypoint"]
     with started("router", argv, env, f"http://127.0.0.1:{admin}/ready", log_dir) as (pgid, cold):
+        if second is not None:
+            RouterAdmin(f"http://127.0.0.1:{admin}").set_split(50)
         yield Running(pgid, cold, f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}")

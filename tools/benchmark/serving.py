@@ -9,6 +9,7 @@
     (e) KServe's Python model server (kserve on PyPI) with a model class that loads the MLflow model, V2 REST and
         gRPC, in its own venv (.venv-kserve, built on first use: tools/benchmark/kserve_env.py)
     (f) (d) behind the router of rollouts (Envoy), V2 REST and gRPC: what the router costs
+    (g) two replicas of (d) behind the router, half the requests each: what a second replica gives, against (f)
 
 For each: requests/s, images/s, p50 and p99 latency, for one image and a batch of 32 per request, at 1 and
 16 concurrent clients (closed loop); cold start to ready; RSS of the server's whole process tree. REST load
@@ -58,7 +59,7 @@ from tools.benchmark.setup import (
 )
 
 MODEL = "pytorch_simplenn_mnist"
-CONFIGS = ("a", "b", "c", "d", "e", "f")
+CONFIGS = ("a", "b", "c", "d", "e", "f", "g")
 
 
 class Bench:
@@ -218,6 +219,17 @@ def run_once(bench: Bench, tracking_uri: str, model_uri: str, work: Path) -> Non
                     assert router.grpc_target is not None
                     bench.grpc("f", label, router.grpc_target)
                     bench.servers.append(Server("f", label, router.cold_start_s, router.rss_mb()))
+            if "g" in args.configs:
+                (work / "replica-2").mkdir(exist_ok=True)
+                with (
+                    servers.ours(tracking_uri, MODEL, work / "replica-2", **overrides) as second,
+                    servers.routed(srv, work, second) as router,
+                ):
+                    label = "two replicas of (d) through the router, 50/50"
+                    print(f"(g) {label}: ready in {router.cold_start_s:.1f} s", flush=True)
+                    bench.rest("g", label, f"{router.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies)
+                    assert router.grpc_target is not None
+                    bench.grpc("g", label, router.grpc_target)
     if "e" in args.configs:
         label = f"KServe {kserve_env.KSERVE_VERSION}, " + (" ".join(args.kserve_env) or "defaults")
         environment = dict(item.split("=", 1) for item in args.kserve_env)
@@ -251,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16])
     parser.add_argument("--batch", type=int, default=32, help="images per request of the batch case")
     parser.add_argument(
-        "--configs", default=",".join(CONFIGS), help="which of a,b,c,d,e,f to run (default all; f needs d)"
+        "--configs", default=",".join(CONFIGS), help="which of a,b,c,d,e,f,g to run (default all; f and g need d)"
     )
     parser.add_argument(
         "--repeat", type=int, default=1, help="make the whole run N times; report min and median of each ratio"
@@ -281,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown configs {sorted(unknown)}; choose from {','.join(CONFIGS)}")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    if "f" in args.configs and "d" not in args.configs:
-        parser.error("config f (the router in front of (d)) needs d")
-    if shutil.which("wrk") is None and set(args.configs) & {"b", "c", "d", "e", "f"}:
+    if set(args.configs) & {"f", "g"} and "d" not in args.configs:
+        parser.error("configs f and g (the router in front of (d)) need d")
+    if shutil.which("wrk") is None and set(args.configs) & {"b", "c", "d", "e", "f", "g"}:
         print("error: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
         return 2
     if args.profile and profile.py_spy() is None:

@@ -40,3 +40,15 @@ def test_a_single_run_keeps_its_table_and_the_chart_draws_the_runs(tmp_path: Pat
     assert "Minimum / median" not in table
     chart([run, _run(2000, 5000, 4500, 8000)], tmp_path / "chart.png", "two runs")
     assert (tmp_path / "chart.png").stat().st_size > 10_000
+
+
+def test_two_replicas_are_measured_against_one_behind_the_router_without_a_verdict() -> None:
+    runs = [
+        [_row("f", "REST", 2000, 10.0), _row("g", "REST", 2600, 8.0)],
+        [_row("f", "REST", 1800, 10.0), _row("g", "REST", 1710, 8.0)],
+    ]
+    figure = "| replicas: images/s, two (d) vs one through the router, batch 1, 16 clients, REST | measured |"
+    one_run = markdown(runs[0], [])
+    assert f"{figure} 1.30x | - |" in one_run, one_run
+    text = repeated(runs)
+    assert f"{figure} 0.95 / 1.12 / 1.30x | - |" in text, text
