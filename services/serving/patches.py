@@ -122,9 +122,13 @@ def inject_raw(elems: Sequence[Any], raw_contents: Sequence[bytes]) -> Sequence[
 def merge_data(all_data: list[Any]) -> Any:
     """MLServer's adaptive batching's `_merge_data`, which also merges numpy data: when any request of the
     batch carries an array, the flat concatenation of all of them (dtype promoted as numpy does; the codec
-    casts to the tensor's datatype after), else MLServer's own merge of lists, strings or bytes."""
+    casts to the tensor's datatype after), else MLServer's own merge of lists, strings or bytes.
+
+    The array comes back as an unvalidated TensorData, which the batched `RequestInput` that MLServer builds
+    around it takes as it is: given the bare array, pydantic tried it as a list of floats first, 869 us for one
+    batch of 32 images (timed in-process), about a third of the server's CPU time for such a gRPC request."""
     if any(isinstance(data, np.ndarray) for data in all_data):
-        return np.concatenate([np.asarray(data).ravel() for data in all_data])
+        return TensorData.model_construct(np.concatenate([np.asarray(data).ravel() for data in all_data]))
     return ORIGINALS["mlserver.batching.requests._merge_data"](all_data)
 
 
