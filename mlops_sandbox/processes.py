@@ -110,6 +110,13 @@ def run_supervised(argv: list[str], *, env: dict[str, str], grace: float, name: 
     return 0 if stop_requested_at is not None and not killed else code
 
 
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM (docker stop, kill, a CI timeout) into SystemExit(143), so that `finally` blocks and context
+    managers run as they do for Ctrl+C: a rollout puts all traffic back on production, a benchmark stops the
+    servers it started. Python's default for SIGTERM ends the process without running them."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def replace_process(argv: Sequence[str], env: Mapping[str, str]) -> NoReturn:
     """Replace this process with `argv` (looked up on PATH), in environment `env`: the same pid, so its parent
     and signals now reach the new program. What this process printed is flushed first, since exec discards

@@ -44,6 +44,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
+from mlops_sandbox.processes import stop_on_sigterm
 from tools.benchmark import kserve_env, load, profile, servers
 from tools.benchmark.load import Measurement
 from tools.benchmark.profile import Profile
@@ -288,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         help="an environment variable for (e), KServe's server (OMP_NUM_THREADS=1, ...; repeatable)",
     )
     args = parser.parse_args(argv)
+    stop_on_sigterm()  # a stopped benchmark stops the servers it started, as Ctrl+C does
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     if unknown := set(args.configs) - set(CONFIGS):
         parser.error(f"unknown configs {sorted(unknown)}; choose from {','.join(CONFIGS)}")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import signal
 import sys
 
 from prometheus_client import start_http_server
@@ -37,6 +36,7 @@ from infra.ops.rollout.shadow import Shadow
 from mlops_sandbox import registry
 from mlops_sandbox.gate import gate_and_promote
 from mlops_sandbox.mnist import load_test_set
+from mlops_sandbox.processes import stop_on_sigterm
 from mlops_sandbox.prometheus import PrometheusQuery, PrometheusUnavailable
 from mlops_sandbox.router import RouterAdmin, RouterBusy, RouterUnavailable
 from mlops_sandbox.settings import (
@@ -146,12 +146,6 @@ def rollout_endpoints(settings: RolloutSettings, endpoints: EndpointSettings) ->
         production_url=endpoints.serving_url,
         candidate_url=endpoints.staging_url,
     )
-
-
-def stop_on_sigterm() -> None:
-    """Turn SIGTERM (docker stop, kill, a CI timeout) into SystemExit, so that the rollout's cleanup runs as it
-    does for Ctrl+C: all traffic back on production, the MLflow run marked as interrupted."""
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def main(argv: list[str] | None = None) -> int:

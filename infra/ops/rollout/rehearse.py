@@ -37,12 +37,13 @@ from typing import Any
 import requests
 
 from infra.ops.rollout import candidates
-from infra.ops.rollout.__main__ import percents, rollout_endpoints, seconds, stop_on_sigterm
+from infra.ops.rollout.__main__ import percents, rollout_endpoints, seconds
 from infra.ops.rollout.analysis import Thresholds
 from infra.ops.rollout.controller import Canary, Outcome, Plan
 from infra.ops.rollout.settings import RolloutSettings
 from infra.ops.rollout.shadow import Shadow
 from mlops_sandbox import registry
+from mlops_sandbox.processes import stop_on_sigterm
 from mlops_sandbox.settings import EndpointSettings, ModelReference, TrackingClientSettings
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.waiting import NotReadyYet, wait_for
