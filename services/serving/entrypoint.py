@@ -150,13 +150,7 @@ def main() -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     root = settings.serving_dir or Path(tempfile.mkdtemp(prefix="serving-"))
-    store = ModelStore(
-        root.resolve(),
-        settings.model.name,
-        server_settings=settings.server_settings,
-        runtime_settings=settings.runtime_settings,
-        model_settings=settings.model_settings,
-    )
+    store = ModelStore.for_serving(settings, root)
     temporary = None if settings.serving_dir else str(root)
     try:
         store.prepare(version, settings.model.ref)
@@ -178,7 +172,7 @@ def main() -> int:
     # (mlserver_start.py), which imports MLflow anyway, on the store named here; the supervisor stops
     # MLServer's process group on SIGTERM and then removes a temporary store.
     env = serve_env(settings)
-    env["SANDBOX_SERVING_DIR"] = str(root.resolve())
+    env["SANDBOX_SERVING_DIR"] = str(store.root)
     argv = supervise_command(
         serve_command(settings, store.current), grace=settings.shutdown_grace_seconds, name="serving", remove=temporary
     )

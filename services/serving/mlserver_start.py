@@ -100,13 +100,7 @@ def start_following(settings: ServingSettings) -> Follower | None:
         return None
     bound_request_retries(FOLLOWER_RETRY_SECONDS)
     client = MlflowClient(tracking_uri=settings.tracking.tracking_uri)
-    store = ModelStore(
-        settings.serving_dir.resolve(),
-        settings.model.name,
-        server_settings=settings.server_settings,
-        runtime_settings=settings.runtime_settings,
-        model_settings=settings.model_settings,
-    )
+    store = ModelStore.for_serving(settings, settings.serving_dir)
     follower = Follower(
         settings.model,
         lambda: settings.model.resolve(client),

@@ -15,11 +15,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlserver.settings import ModelSettings, Settings
 from pydantic import AliasChoices, BaseModel
+
+if TYPE_CHECKING:
+    from services.serving.settings import ServingSettings
 
 RUNTIME = "services.serving.runtime.RegistryModelRuntime"
 
@@ -66,6 +69,19 @@ class ModelStore:
         self.versions = root / "versions"
         self.current = root / "current"
         self.versions.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def for_serving(cls, settings: ServingSettings, root: Path) -> ModelStore:
+        """The store of the endpoint that `settings` configure, under `root` (made absolute): its model's name
+        and the MLServer settings written with each version. The entrypoint prepares it, the follower in
+        MLServer's process (services/serving/mlserver_start.py) opens it again."""
+        return cls(
+            root.resolve(),
+            settings.model.name,
+            server_settings=settings.server_settings,
+            runtime_settings=settings.runtime_settings,
+            model_settings=settings.model_settings,
+        )
 
     def current_version(self) -> str | None:
         """The version `current` points at; None before the first one is activated."""
