@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import click
 import mlflow
 import mlflow.pyfunc.backend
 
@@ -98,12 +99,20 @@ class _ExecSubprocess:
         return popen
 
 
-def main(argv: list[str] | None = None) -> int:
+def prepare() -> click.Command:
+    """check(), put `_ExecSubprocess` in mlflow.pyfunc.backend's place, and import MLflow's CLI (about 1 s):
+    the `mlflow` command group. RuntimeError from check(). Repeated calls are cheap."""
     check()
     mlflow.pyfunc.backend.subprocess = _ExecSubprocess()  # type: ignore[assignment]
     from mlflow.cli import cli
 
-    cli.main(args=sys.argv[1:] if argv is None else argv, prog_name="mlflow")
+    return cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run MLflow's CLI with `argv` (default: this program's arguments) as prepare() leaves it. Does not return:
+    click exits (SystemExit), or MLServer replaces this process."""
+    prepare().main(args=sys.argv[1:] if argv is None else argv, prog_name="mlflow")
     return 0  # not reached: click exits, or mlserver replaced this process
 
 

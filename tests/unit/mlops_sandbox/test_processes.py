@@ -9,6 +9,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
+
 from mlops_sandbox.processes import group_alive, start_group, stop_group, supervise_command
 from tests.support import assert_sigterm_stops_supervised_group
 
@@ -59,3 +61,41 @@ def test_the_supervisor_command_stops_its_group_and_removes_its_folder(tmp_path:
         time.sleep(1.5)
         assert_sigterm_stops_supervised_group(proc, timeout=20)
     assert not private.exists()
+
+
+# A program that forks a child leading its own group (one that does not pass signals on either), then execs into
+# the supervisor with --pid, as the serving entrypoint does.
+FORK_THEN_SUPERVISE = textwrap.dedent("""
+    import os, sys
+    from mlops_sandbox.processes import replace_process, supervise_command
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        os.execv(sys.executable, [sys.executable, "-c", sys.argv[1]])
+    replace_process(supervise_command(None, grace=5, name="test", pid=pid), os.environ)
+""")
+
+
+def test_the_supervisor_adopts_a_forked_child_and_stops_its_group_on_sigterm() -> None:
+    argv = [sys.executable, "-c", FORK_THEN_SUPERVISE, PARENT]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
+        time.sleep(1.5)
+        assert psutil.Process(proc.pid).cmdline()[1:3] == ["-m", "mlops_sandbox.processes"]
+        assert_sigterm_stops_supervised_group(proc, timeout=20)
+        assert proc.stdout is not None
+        assert "stopping process group" in proc.stdout.read()
+
+
+def test_the_supervisor_exits_with_its_adopted_childs_code() -> None:
+    argv = [sys.executable, "-c", FORK_THEN_SUPERVISE, "import sys, time; time.sleep(0.5); sys.exit(7)"]
+    assert subprocess.run(argv, timeout=30).returncode == 7
+
+
+def test_the_supervisor_needs_a_command_or_a_pid() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mlops_sandbox.processes", "--grace", "1", "--name", "x"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "give either --pid or a command" in done.stderr
