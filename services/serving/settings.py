@@ -6,6 +6,7 @@ Measured effects of the performance defaults are in docs/performance.md.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -82,8 +83,13 @@ class ServingSettings(SandboxSettings):
     """MLServer's adaptive batching: requests that arrive together run as one batch of up to this many
     requests (0 or 1: off)."""
     max_batch_time: float = Field(0.0002, ge=0, le=1, validation_alias="MLSERVER_MODEL_MAX_BATCH_TIME")
-    """Seconds a request may wait for others to join its batch. Every lone request waits this long, so it is
-    kept well under the cost of one request."""
+    """Seconds a request may wait for others to join its batch (see SANDBOX_SERVING_BATCHER). A lone request
+    may wait this long, so it is kept well under the cost of one request."""
+    batcher: Literal["sandbox", "mlserver"] = Field("sandbox", validation_alias="SANDBOX_SERVING_BATCHER")
+    """Adaptive batching's policy. `sandbox`: a batch waits MLSERVER_MODEL_MAX_BATCH_TIME for more requests only
+    when the batch before had more than one, and a batch of one request goes to the model as it came
+    (services/serving/patches.py; one client at a time is served as with batching off, 16 clients as with
+    MLServer's batcher); `mlserver`: MLServer 1.7.1's own."""
     max_request_bytes: int = Field(
         64 * 2**20, ge=4 * 2**20, le=2**31 - 1, validation_alias="SANDBOX_SERVING_MAX_REQUEST_BYTES"
     )
@@ -144,6 +150,7 @@ class ServingSettings(SandboxSettings):
             "model_repository_implementation_args": {
                 "fast_tensors": self.fast_tensors,
                 "max_request_bytes": self.max_request_bytes,
+                "batcher": self.batcher,
             },
         }
         return fields

@@ -1,9 +1,12 @@
 """The sandbox's changes to MLServer's internals (services/serving/patches.py): that they still fit the pinned
-MLServer, and that raw gRPC tensors become numpy views with the same answers as MLServer's lists."""
+MLServer, that raw gRPC tensors become numpy views with the same answers as MLServer's lists, and that adaptive
+batching waits for company only when there is some, and hands a lone request to the model as it came."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,14 @@ import mlserver.raw
 import numpy as np
 import pytest
 import tomllib
+from mlserver import MLModel, ModelSettings
+from mlserver.batching.adaptive import AdaptiveBatcher
 from mlserver.batching.requests import BatchedRequests
+from mlserver.context import model_context
 from mlserver.errors import InferenceError
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import ModelInferRequestConverter
+from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 
 from services.serving import patches
 from tests.unit.services.serving.test_runtime import IMAGES, probabilities, request, runtime, saved_model
@@ -153,3 +160,80 @@ def test_a_grpc_request_that_cannot_be_decoded_is_a_client_error(
     with pytest.raises(InferenceError, match=re.escape(reason)):
         ModelInferRequestConverter.to_types(message)
     patches.install()
+
+
+class Echo(MLModel):
+    """Answers each batch with its input, and records the batch sizes it was given."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        self.sizes.append(payload.inputs[0].shape[0])
+        self.payloads.append(payload)
+        tensor = payload.inputs[0]
+        output = ResponseOutput(name="echo", shape=tensor.shape, datatype=tensor.datatype, data=tensor.data)
+        return InferenceResponse(model_name=self.name, outputs=[output])
+
+
+def one_value(value: float) -> InferenceRequest:
+    return InferenceRequest(inputs=[RequestInput(name="x", shape=[1, 1], datatype="FP32", data=[value])])
+
+
+def echo_batcher(max_batch_time: float) -> tuple[Echo, AdaptiveBatcher]:
+    settings = ModelSettings(name="echo", implementation=Echo, max_batch_size=16, max_batch_time=max_batch_time)
+    model = Echo(settings)
+    model.sizes, model.payloads = [], []
+    return model, AdaptiveBatcher(model)
+
+
+@pytest.mark.parametrize("batcher", ["sandbox", "mlserver"])
+def test_one_client_at_a_time_waits_for_company_only_with_mlservers_batcher(batcher: str) -> None:
+    """Five requests one after the other, with 0.5 s of batch time: MLServer waits it out on each request; with
+    the sandbox's, none waits, since no batch before had company; and the model gets each request as it came."""
+    patches.install(batcher=batcher)
+    model, batched = echo_batcher(max_batch_time=0.5)
+
+    sent = [one_value(i) for i in range(5)]
+    for i, one in enumerate(sent):
+        one.id = f"request-{i}"
+
+    async def one_after_the_other() -> list[InferenceResponse]:
+        with model_context(model.settings):  # as MLServer's dataplane sets it, for its batch-size metric
+            return [await batched.predict(one) for one in sent]
+
+    began = time.monotonic()
+    answers = asyncio.run(one_after_the_other())
+    took = time.monotonic() - began
+    assert [answer.outputs[0].data.root[0] for answer in answers] == [0, 1, 2, 3, 4]
+    assert [answer.id for answer in answers] == [one.id for one in sent]
+    assert model.sizes == [1] * 5
+    # The sandbox's batcher hands a lone request over as it came; MLServer's builds a merged copy of it.
+    assert [payload is one for payload, one in zip(model.payloads, sent, strict=True)] == [batcher == "sandbox"] * 5
+    if batcher == "mlserver":
+        assert took >= 5 * 0.5
+    else:
+        assert took < 0.5, f"{took:.2f} s: a lone request waited for company"
+
+
+def test_requests_that_come_together_are_batched_and_the_next_batch_waits_for_company() -> None:
+    patches.install()
+    model, batched = echo_batcher(max_batch_time=0.5)
+
+    async def staggered(first: int) -> list[float]:
+        async def send(i: int) -> float:
+            await asyncio.sleep(0.02 * (i - first))  # within the batch time of the first
+            return (await batched.predict(one_value(i))).outputs[0].data.root[0]
+
+        return list(await asyncio.gather(*(send(i) for i in range(first, first + 4))))
+
+    async def two_waves() -> list[float]:
+        with model_context(model.settings):
+            together = await asyncio.gather(*(batched.predict(one_value(i)) for i in range(4)))
+            return [answer.outputs[0].data.root[0] for answer in together] + await staggered(4)
+
+    assert asyncio.run(two_waves()) == list(range(8))
+    # The first four were queued together; the batch after them waited, and the staggered four joined it.
+    assert model.sizes == [4, 4]
+
+
+def test_an_unknown_batcher_is_refused() -> None:
+    with pytest.raises(ValueError, match="batcher is 'never'"):
+        patches.install(batcher="never")

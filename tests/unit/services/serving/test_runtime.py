@@ -260,7 +260,11 @@ def test_settings_reach_mlserver_files(tmp_path: Path, monkeypatch: pytest.Monke
         "grpc_max_message_length": 64 * 2**20,
         "model_repository_implementation": "services.serving.patches.SandboxModelRepository",
         # One limit for both protocols: gRPC's message length, and the REST body limit the patches install.
-        "model_repository_implementation_args": {"fast_tensors": True, "max_request_bytes": 64 * 2**20},
+        "model_repository_implementation_args": {
+            "fast_tensors": True,
+            "max_request_bytes": 64 * 2**20,
+            "batcher": "sandbox",
+        },
     }
     model = json.loads((folder / "model-settings.json").read_text())
     assert (model["max_batch_size"], model["max_batch_time"]) == (8, 0.0002)
