@@ -88,8 +88,8 @@ class ServingSettings(SandboxSettings):
     batcher: Literal["sandbox", "mlserver"] = Field("sandbox", validation_alias="SANDBOX_SERVING_BATCHER")
     """Adaptive batching's policy. `sandbox`: a batch waits MLSERVER_MODEL_MAX_BATCH_TIME for more requests only
     when the batch before had more than one, and a batch of one request goes to the model as it came
-    (services/serving/patches.py; one client at a time is served as with batching off, 16 clients as with
-    MLServer's batcher); `mlserver`: MLServer 1.7.1's own."""
+    (services/serving/patches.py: one client at a time skips the batcher's wait, merge and split, 16 clients are
+    batched as by MLServer's batcher; docs/performance.md); `mlserver`: MLServer 1.7.1's own."""
     max_request_bytes: int = Field(
         64 * 2**20, ge=4 * 2**20, le=2**31 - 1, validation_alias="SANDBOX_SERVING_MAX_REQUEST_BYTES"
     )
