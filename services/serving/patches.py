@@ -188,9 +188,9 @@ async def batch_requests(self: AdaptiveBatcher) -> AsyncIterator[BatchedRequests
     - The wait is one asyncio.sleep, after which the queue is drained, instead of one `asyncio.wait_for` per
       request, which creates and cancels a task on each timeout.
 
-    Measured side by side on this machine (tools/benchmark/serving.py, single images over REST): at 1 client
-    about 15 % more requests/s than MLServer's batcher, the rate of batching off; at 16 clients, the rate of
-    MLServer's batcher, about 1.7x that of batching off (docs/performance.md).
+    Measured side by side on this machine (two rounds, single images over REST): at 1 client 8-10 % more
+    requests/s than MLServer's batcher (batching off: 15-17 % more); at 16 clients, the rate of MLServer's
+    batcher, about 1.6x that of batching off (docs/performance.md, "What the shipped defaults change").
     """
     queue = self._requests
     while not queue.empty():
