@@ -2,11 +2,56 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
+
+# Every port handed out in this process: a test asks for several ports before it starts the
+# servers that bind them, and the kernel may offer a port again as soon as the probe closes
+# it (CI saw MLSERVER_HTTP_PORT and MLSERVER_METRICS_PORT both get 42249).
+_HANDED_OUT: set[int] = set()
+# Below this, ports are either privileged or commonly configured by hand (5000, 8080, 9000).
+_LOWEST = 10_000
+# Its own generator, so a test that seeds the random module does not replay the same ports.
+_RANDOM = random.Random()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux' default 32768-60999)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on now and that this process has not handed out.
+
+    The port is taken below the kernel's ephemeral range where there is room, so an outgoing
+    connection made between this call and the server's bind cannot take it.
+
+    Raises:
+        RuntimeError: no such port was found in 200 tries.
+    """
+    low, _ = _ephemeral_range()
+    for _ in range(200):
+        if low - _LOWEST >= 1_000:
+            port = _RANDOM.randrange(_LOWEST, low)
+        else:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+        if port not in _HANDED_OUT and _bindable(port):
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free TCP port on 127.0.0.1 in 200 tries")

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from mlops_sandbox.v2 import V2Client
 from tests.support import host_port_names
+from tools.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = Path(sys.executable).with_name("docker-compose")
@@ -40,17 +40,6 @@ WHEELHOUSE_PORT = 3141
 PORT_NAMES = host_port_names()
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def compose_env() -> dict[str, str]:
     """Only what compose needs to run: the project's variables come from the env file alone."""
     return {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": os.environ.get("HOME", "/root")}
@@ -70,7 +59,7 @@ class ComposeStack:
     def __post_init__(self) -> None:
         self.project = f"mlops-smoke-{self.backend}-{os.getpid()}"
         self.env_file = self.workdir / "smoke.env"
-        self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
+        self.ports = dict(zip(PORT_NAMES, [free_port() for _ in PORT_NAMES], strict=True))
         password = secrets.token_hex(12)
         self.settings = {
             **SMOKE_IMAGES,

@@ -1,0 +1,40 @@
+"""Ports handed to the servers a test starts must not collide before those servers bind them."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tools import ports
+from tools.ports import _ephemeral_range, free_port
+
+
+def test_ports_asked_for_before_anything_binds_them_all_differ_and_are_bindable() -> None:
+    # CI once got the same port for MLSERVER_HTTP_PORT and MLSERVER_METRICS_PORT: three
+    # calls in a row, nothing bound in between.
+    ports = [free_port() for _ in range(300)]
+
+    assert len(set(ports)) == len(ports)
+    for port in ports[:20]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+
+
+def test_ports_stay_out_of_the_range_outgoing_connections_take() -> None:
+    low, high = _ephemeral_range()
+
+    assert not any(low <= free_port() <= high for _ in range(50))
+
+
+def test_a_port_a_server_listens_on_is_passed_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        taken = server.getsockname()[1]
+        spare = free_port()
+        offered = iter([taken, spare + 1, spare + 2])
+        # The next candidates are the listening port, then ones nobody holds.
+        monkeypatch.setattr(ports._RANDOM, "randrange", lambda *_: next(offered))
+
+        assert free_port() == spare + 1
