@@ -15,7 +15,7 @@ import sys
 import yaml
 from pydantic import ValidationError
 
-from mlops_sandbox.processes import replace_process, supervise_command
+from mlops_sandbox.processes import replace_process
 from services.prometheus.config import render
 from services.prometheus.settings import PrometheusSettings
 
@@ -48,9 +48,9 @@ def main() -> int:
         "--web.enable-lifecycle",
     ]
     print(f"prometheus: http://{settings.address} scraping every {settings.scrape_interval_seconds:g} s", flush=True)
-    # Exec into the supervisor (7 MiB of PSS) rather than supervise from this interpreter, which has imported
-    # pydantic and the settings to get here (about 22 MiB, measured with tools/benchmark/memory.py).
-    replace_process(supervise_command(argv, grace=10.0, name="prometheus"), dict(os.environ))
+    # Exec into Prometheus itself: one process that shuts down cleanly on SIGTERM (it flushes its TSDB head),
+    # so no supervisor interpreter is kept for it (7 MiB of PSS, measured with tools/benchmark/memory.py).
+    replace_process(argv, dict(os.environ))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from mlops_sandbox.processes import replace_process, supervise_command
+from mlops_sandbox.processes import replace_process
 from services.s3.settings import S3ServerSettings
 
 
@@ -53,9 +53,10 @@ def main() -> int:
         RCLONE_AUTH_KEY=f'"{settings.access_key.get_secret_value()},{settings.secret_key.get_secret_value()}"',
     )
     print(f"s3: serving {settings.directory} on http://{settings.address}", flush=True)
-    # Exec into the supervisor (7 MiB of PSS) rather than supervise from this interpreter, which has imported
-    # pydantic and the settings to get here (about 22 MiB, measured with tools/benchmark/memory.py).
-    replace_process(supervise_command(argv, grace=10.0, name="s3"), env)
+    # Exec into rclone itself: one process that stops cleanly on SIGTERM, so whoever started this (the local
+    # stack, a test) stops it directly, and no supervisor interpreter is kept for it (7 MiB of PSS, measured
+    # with tools/benchmark/memory.py). Nor this one, which has imported pydantic and the settings (22 MiB).
+    replace_process(argv, env)
 
 
 if __name__ == "__main__":
