@@ -40,6 +40,7 @@ from prometheus_client import Counter
 
 from mlops_sandbox.v2 import LABELS_HEADER
 from services.serving.direct import DirectTorchModel
+from services.serving.heap import HeapTrimmer
 from services.serving.metrics import FAILED_REQUESTS, LABELLED_PREDICTIONS, SERVED_REQUESTS
 
 
@@ -92,6 +93,10 @@ def labels_of(payload: InferenceRequest, images: int) -> np.ndarray | None:
     except ValueError:
         return None
     return labels if len(labels) == images and ((labels >= 0) & (labels <= 9)).all() else None
+
+
+HEAP_TRIMMER = HeapTrimmer()
+"""One per process: the heap is the process's, whichever model a request went to."""
 
 
 class RegistryModelRuntime(MLflowRuntime):
@@ -176,7 +181,8 @@ class RegistryModelRuntime(MLflowRuntime):
         """MLflowRuntime.predict, with the direct path, and with bad input answered as 400 / INVALID_ARGUMENT
         and a readable reason (MLflow's schema errors would otherwise be a bare 500). Every request is
         counted by this version: answered, refused (bad input) or failed; the digits of a request that carries
-        its labels (LABELS_HEADER) are counted right or wrong."""
+        its labels (LABELS_HEADER) are counted right or wrong. Once requests stop, the C heap is trimmed
+        (services/serving/heap.py), so an idle server does not keep what they used."""
         self._check(payload)
         try:
             answer = self._answer(payload)
@@ -189,6 +195,7 @@ class RegistryModelRuntime(MLflowRuntime):
         response = self.encode_response(answer, default_codec=TensorDictCodec)
         response.model_version = self.registry_version
         self.served.inc()
+        HEAP_TRIMMER.after_request()
         if isinstance(answer, np.ndarray) and answer.ndim == 2 and answer.shape[1] > 1:
             self._count_labelled(answer.argmax(axis=1), labels_of(payload, len(answer)))
         return response

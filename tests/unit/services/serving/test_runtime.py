@@ -21,7 +21,9 @@ from mlserver.settings import ModelParameters, ModelSettings
 from mlserver.types import InferenceRequest, Parameters, RequestInput
 from prometheus_client import REGISTRY
 
+from services.serving import runtime as runtime_module
 from services.serving.direct import DirectTorchModel
+from services.serving.heap import HeapTrimmer
 from services.serving.model_store import ModelStore
 from services.serving.runtime import RegistryModelRuntime
 from services.serving.settings import ServingSettings
@@ -301,3 +303,17 @@ def test_a_reload_freezes_the_new_copy_at_once_and_the_unload_of_the_old_one_col
         assert len(collections) == 2
     finally:
         gc.unfreeze()
+
+
+def test_once_requests_stop_the_heap_is_trimmed_once(saved_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trimmer = HeapTrimmer(idle=0.05, trim=lambda: True)
+    monkeypatch.setattr(runtime_module, "HEAP_TRIMMER", trimmer)
+    model = runtime(saved_model)
+
+    async def predict_then_idle() -> None:
+        for _ in range(3):
+            await model.predict(request(IMAGES))
+        await asyncio.sleep(0.3)
+
+    asyncio.run(predict_then_idle())
+    assert trimmer.trims == 1
