@@ -3,10 +3,10 @@
     python -m services.router.entrypoint
 
 It renders Envoy's configuration from RouterSettings (services/router/config.py) into SANDBOX_ROUTER_CONFIG_DIR
-and runs Envoy on it. It starts with all traffic on production; the split changes at runtime through the
-admin API (mlops_sandbox.router.RouterAdmin), and a restart returns all traffic to production. A watchdog
-thread does the same when the split is not covered by a live rollout lease: a killed rollout controller
-leaves no candidate weight behind.
+and execs into Envoy's supervisor (services/router/watchdog.py). It starts with all traffic on production;
+the split changes at runtime through the admin API (mlops_sandbox.router.RouterAdmin), and a restart returns
+all traffic to production. The watchdog does the same when the split is not covered by a live rollout
+lease: a killed rollout controller leaves no candidate weight behind.
 """
 
 from __future__ import annotations
@@ -15,13 +15,10 @@ import json
 import os
 import shutil
 import sys
-import threading
-import time
 
 from pydantic import ValidationError
 
-from mlops_sandbox.processes import run_supervised
-from mlops_sandbox.router import RouterAdmin, RouterUnavailable
+from mlops_sandbox.processes import replace_process
 from mlops_sandbox.settings import split_host_port
 from services.router.config import bootstrap
 from services.router.settings import RouterSettings
@@ -53,41 +50,6 @@ def envoy_argv(settings: RouterSettings) -> list[str]:
     ]
 
 
-WATCHDOG_SECONDS = 1.0
-"""How often the watchdog looks at the split and the lease (seconds)."""
-
-
-def withdraw_unleased_split(admin: RouterAdmin, now: float) -> bool:
-    """Send all traffic back to production when the candidate has a share, or a mirror, that no live lease
-    covers: its controller was killed, or someone changed the split by hand. True when it did.
-
-    RouterUnavailable when the admin API does not answer.
-    """
-    split = admin.split()
-    if not split.candidate_percent and not split.shadow_percent:
-        return False
-    lease = admin.lease()
-    if lease is not None and lease.live(now):
-        return False
-    admin.reset()
-    who = f"the lease of {lease.owner} expired" if lease else "no rollout holds the lease"
-    print(
-        f"router: {who}: all traffic back on production (was {split.candidate_percent:g} % to the candidate,"
-        f" {split.shadow_percent:g} % mirrored)",
-        flush=True,
-    )
-    return True
-
-
-def watch(admin: RouterAdmin, stop: threading.Event) -> None:
-    """Run withdraw_unleased_split every WATCHDOG_SECONDS until `stop` is set."""
-    while not stop.wait(WATCHDOG_SECONDS):
-        try:
-            withdraw_unleased_split(admin, time.time())
-        except (RouterUnavailable, ValueError):
-            pass  # Envoy is starting or stopping; the next look decides
-
-
 def main() -> int:
     try:
         settings = RouterSettings()
@@ -105,13 +67,13 @@ def main() -> int:
         flush=True,
     )
     host, port = split_host_port(settings.admin_address)
-    admin = RouterAdmin(f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}", timeout=2.0)
-    stop = threading.Event()
-    threading.Thread(target=watch, args=(admin, stop), name="lease-watchdog", daemon=True).start()
-    try:
-        return run_supervised(argv, env=dict(os.environ), grace=10.0, name="router")
-    finally:
-        stop.set()
+    admin_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    # Exec into Envoy's supervisor and the lease watchdog (services/router/watchdog.py), in an interpreter
+    # that has not imported pydantic and the settings to get here.
+    replace_process(
+        [sys.executable, "-m", "services.router.watchdog", "--admin", admin_url, "--grace", "10", "--", *argv],
+        dict(os.environ),
+    )
 
 
 if __name__ == "__main__":

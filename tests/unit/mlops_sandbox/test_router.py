@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-import requests
 
 from mlops_sandbox.router import (
     CANDIDATE_PERCENT_KEY,
@@ -19,41 +22,73 @@ from mlops_sandbox.router import (
 from tools.ports import free_port
 
 
-class FakeResponse:
-    def __init__(self, status_code: int, body: Any = None) -> None:
-        self.status_code = status_code
-        self.text = json.dumps(body)
-        self._body = body
+class EnvoyAdmin(ThreadingHTTPServer):
+    """The part of Envoy's admin API that RouterAdmin uses, on a real loopback port: POST /runtime_modify
+    with the values in the query string, GET /runtime?format=json. Records each request; answers
+    `refuse_with` (a status) to every POST when it is set."""
 
-    def json(self) -> Any:
-        return self._body
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict[str, str]]] = []
+        self.runtime: dict[str, str] = {CANDIDATE_PERCENT_KEY: "0", SHADOW_PERCENT_KEY: "0"}
+        self.refuse_with: int | None = None
+        super().__init__(("127.0.0.1", 0), AdminHandler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class AdminHandler(BaseHTTPRequestHandler):
+    server: EnvoyAdmin
+
+    def _answer(self, status: int, body: str) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        url = urlsplit(self.path)
+        params = dict(parse_qsl(url.query))
+        self.server.calls.append(("POST", url.path, params))
+        if self.server.refuse_with:
+            self._answer(self.server.refuse_with, "no admin layer\n")
+            return
+        self.server.runtime.update(params)
+        self._answer(200, "OK\n")
+
+    def do_GET(self) -> None:  # noqa: N802
+        url = urlsplit(self.path)
+        self.server.calls.append(("GET", url.path, dict(parse_qsl(url.query))))
+        entries = {key: {"final_value": value} for key, value in self.server.runtime.items()}
+        self._answer(200, json.dumps({"entries": entries}))
+
+    def log_message(self, *_args: object) -> None:
+        pass
 
 
 @pytest.fixture()
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, dict[str, str]]]:
-    """The admin requests made, each answered 200 with Envoy's runtime of the last values POSTed."""
-    calls: list[tuple[str, str, dict[str, str]]] = []
-    runtime: dict[str, str] = {CANDIDATE_PERCENT_KEY: "0", SHADOW_PERCENT_KEY: "0"}
+def envoy() -> Iterator[EnvoyAdmin]:
+    server = EnvoyAdmin()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
 
-    def request(method: str, url: str, params: dict[str, str], timeout: float) -> FakeResponse:
-        calls.append((method, url, params))
-        if method == "POST":
-            runtime.update(params)
-            return FakeResponse(200, "OK")
-        return FakeResponse(200, {"entries": {key: {"final_value": value} for key, value in runtime.items()}})
 
-    monkeypatch.setattr(requests, "request", request)
-    return calls
+@pytest.fixture()
+def sent(envoy: EnvoyAdmin) -> list[tuple[str, str, dict[str, str]]]:
+    """The admin requests made to `envoy`."""
+    return envoy.calls
 
 
 @pytest.mark.parametrize(
     ("candidate", "shadow"), [(-1, 0), (100.5, 0), (0, -0.01), (0, 101), (float("nan"), 0), (0, float("inf"))]
 )
 def test_a_percent_outside_0_to_100_is_refused_before_anything_is_sent(
-    candidate: float, shadow: float, sent: list[Any]
+    candidate: float, shadow: float, envoy: EnvoyAdmin, sent: list[Any]
 ) -> None:
     with pytest.raises(ValueError, match="from 0 to 100"):
-        RouterAdmin("http://127.0.0.1:8079").set_split(candidate, shadow)
+        RouterAdmin(envoy.url).set_split(candidate, shadow)
     assert sent == []
 
 
@@ -65,16 +100,16 @@ def test_nothing_listening_raises_router_unavailable_naming_the_address() -> Non
         RouterAdmin(address, timeout=2).split()
 
 
-def test_an_answer_other_than_200_raises_router_unavailable_naming_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(requests, "request", lambda *args, **kwargs: FakeResponse(404, "no admin layer"))
-    with pytest.raises(RouterUnavailable, match=r"POST http://router:8079/runtime_modify answered 404"):
-        RouterAdmin("http://router:8079/").set_split(10)
+def test_an_answer_other_than_200_raises_router_unavailable_naming_the_url(envoy: EnvoyAdmin) -> None:
+    envoy.refuse_with = 404
+    with pytest.raises(RouterUnavailable, match=rf"POST {envoy.url}/runtime_modify\?\S+ answered 404: no admin layer"):
+        RouterAdmin(f"{envoy.url}/").set_split(10)
 
 
-def test_both_values_go_in_one_request_in_basis_points(sent: list[Any]) -> None:
-    RouterAdmin("http://router:8079").set_split(12.5)
-    ((method, url, params),) = sent
-    assert (method, url) == ("POST", "http://router:8079/runtime_modify")
+def test_both_values_go_in_one_request_in_basis_points(envoy: EnvoyAdmin, sent: list[Any]) -> None:
+    RouterAdmin(envoy.url).set_split(12.5)
+    ((method, path, params),) = sent
+    assert (method, path) == ("POST", "/runtime_modify")
     assert json.loads(params[CANDIDATE_PERCENT_KEY]) == {"numerator": 1250, "denominator": "TEN_THOUSAND"}
     assert json.loads(params[SHADOW_PERCENT_KEY])["numerator"] == 1250  # mirrors nothing: see below
 
@@ -83,23 +118,23 @@ def test_both_values_go_in_one_request_in_basis_points(sent: list[Any]) -> None:
     "split",
     [Split(0, 0), Split(10, 0), Split(0, 100), Split(10, 20), Split(0.5, 33.33), Split(99.99, 100), Split(50, 50)],
 )
-def test_the_split_reads_back_as_it_was_set(sent: list[Any], split: Split) -> None:
-    admin = RouterAdmin("http://router:8079")
+def test_the_split_reads_back_as_it_was_set(envoy: EnvoyAdmin, split: Split) -> None:
+    admin = RouterAdmin(envoy.url)
     admin.set_split(split.candidate_percent, split.shadow_percent)
     assert admin.split() == split
 
 
-def test_the_mirror_threshold_sits_above_the_candidates_share(sent: list[Any]) -> None:
+def test_the_mirror_threshold_sits_above_the_candidates_share(envoy: EnvoyAdmin, sent: list[Any]) -> None:
     # Envoy takes both decisions from one random draw: draws below 10 % go to the candidate, so mirroring 20 %
     # of the other 90 % means mirroring the draws from 10 % up to 10 + 0.2 x 90 = 28 %.
-    RouterAdmin("http://router:8079").set_split(10, 20)
+    RouterAdmin(envoy.url).set_split(10, 20)
     assert json.loads(sent[0][2][SHADOW_PERCENT_KEY])["numerator"] == 2800
 
 
 def test_all_traffic_on_the_candidate_reads_as_nothing_mirrored_and_reset_returns_to_production(
-    sent: list[Any],
+    envoy: EnvoyAdmin,
 ) -> None:
-    admin = RouterAdmin("http://router:8079")
+    admin = RouterAdmin(envoy.url)
     admin.set_split(100, 50)
     assert admin.split() == Split(100, 0)
     admin.reset()
