@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import socket
 from pathlib import Path
@@ -16,8 +17,9 @@ _LOWEST = 10_000
 _RANDOM = random.Random()
 
 
+@functools.cache
 def _ephemeral_range() -> tuple[int, int]:
-    """The kernel's range for outgoing connections' local ports (Linux' default 32768-60999)."""
+    """The kernel's range for outgoing connections' local ports (Linux' default 32768-60999), read once."""
     try:
         low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
         return int(low), int(high)

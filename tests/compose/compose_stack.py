@@ -59,7 +59,7 @@ class ComposeStack:
     def __post_init__(self) -> None:
         self.project = f"mlops-smoke-{self.backend}-{os.getpid()}"
         self.env_file = self.workdir / "smoke.env"
-        self.ports = dict(zip(PORT_NAMES, [free_port() for _ in PORT_NAMES], strict=True))
+        self.ports = {name: free_port() for name in PORT_NAMES}
         password = secrets.token_hex(12)
         self.settings = {
             **SMOKE_IMAGES,
