@@ -20,6 +20,7 @@ with no bounds), so the checks left out could refuse nothing it takes. MLflow's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,11 +89,15 @@ class DirectTorchModel:
         tensor = request.inputs[0]
         if tensor.parameters is not None and tensor.parameters.content_type not in NUMPY_CONTENT_TYPES:
             return False
-        if len(tensor.shape) != len(self.shape) or any(
-            want not in (-1, got) for want, got in zip(self.shape, tensor.shape, strict=True)
+        return self.takes(to_dtype(tensor), tensor.shape)
+
+    def takes(self, dtype: np.dtype[Any], shape: Sequence[int]) -> bool:
+        """Whether a tensor of `dtype` and `shape` is what the signature accepts (each -1 matching any size)."""
+        if len(shape) != len(self.shape) or any(
+            want not in (-1, got) for want, got in zip(self.shape, shape, strict=True)
         ):
             return False
-        return to_dtype(tensor) == self.dtype
+        return dtype == self.dtype
 
     def predict(self, array: np.ndarray) -> np.ndarray:
         """The module's answer for `array` (the signature's dtype and shape), as a CPU numpy array."""

@@ -10,6 +10,9 @@
   no longer pays for merging and splitting, nor waits `max_batch_time`, on every request.
 - gRPC: a request that MLServer's converter cannot decode is INVALID_ARGUMENT, not INTERNAL
   (`ModelInferRequestConverter.to_types`).
+- gRPC: a request the direct path takes (one raw tensor of the signature's datatype and shape) is answered
+  from the protobuf, without MLServer's pydantic types, data plane path or adaptive batching
+  (`InferenceServicer.ModelInfer`, services/serving/grpc_direct.py); every other request takes MLServer's.
 - REST: the streaming routes refused (services/serving/streaming.py), the request-size limit
   (services/serving/limits.py) and the V2 binary tensor data extension
   (services/serving/binary_rest.py) are added to the FastAPI app that `mlserver.rest.server.RESTServer`
@@ -35,6 +38,7 @@ import mlserver
 import mlserver.batching.adaptive
 import mlserver.batching.requests
 import mlserver.grpc.converters
+import mlserver.grpc.servicers
 import mlserver.raw
 import mlserver.rest.server
 import numpy as np
@@ -42,12 +46,16 @@ from fastapi import FastAPI
 from mlserver.batching.adaptive import AdaptiveBatcher
 from mlserver.batching.requests import BatchedRequests
 from mlserver.errors import InferenceError, MLServerError
+from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import ModelInferRequestConverter
+from mlserver.grpc.servicers import InferenceServicer
 from mlserver.handlers import DataPlane
+from mlserver.registry import MultiModelRegistry
 from mlserver.repository import SchemalessModelRepository
 from mlserver.types import Datatype, InferenceRequest, InferenceResponse, TensorData
 from starlette.middleware import Middleware
 
+from services.serving import grpc_direct
 from services.serving.binary_rest import BinaryTensorMiddleware
 from services.serving.limits import RequestSizeLimit
 from services.serving.streaming import StreamingRoutesRefused
@@ -80,9 +88,20 @@ PATCHED: dict[str, tuple[Any, Callable[..., Any], list[str]]] = {
         ModelInferRequestConverter.to_types.__func__,  # type: ignore[attr-defined]  # the classmethod's function
         ["cls", "pb_object"],
     ),
+    "mlserver.grpc.servicers.InferenceServicer.ModelInfer": (
+        InferenceServicer,
+        InferenceServicer.ModelInfer,
+        ["self", "request", "context"],  # the parameters of handle_mlserver_error's wrapper
+    ),
 }
 """What is replaced: the module (or class) attribute, MLServer's own function, and its parameters as of
 MLSERVER_VERSION."""
+USED: dict[str, tuple[Callable[..., Any], list[str]]] = {
+    "mlserver.handlers.DataPlane._infer_contextmanager": (DataPlane._infer_contextmanager, ["self", "name", "version"]),
+    "mlserver.registry.MultiModelRegistry.get_model": (MultiModelRegistry.get_model, ["self", "name", "version"]),
+}
+"""MLServer's private functions that services/serving/grpc_direct.py calls, not replaced, and their parameters
+as of MLSERVER_VERSION."""
 STATIC_ORIGINALS = {
     name: inspect.getattr_static(owner, name.rsplit(".", 1)[1]) for name, (owner, _, _) in PATCHED.items()
 }
@@ -96,12 +115,13 @@ is a ValueError), answered INTERNAL there."""
 
 def problems() -> list[str]:
     """What in the installed MLServer differs from what the patches were written against: its version, and
-    each patched function's parameters. Empty when the patches fit."""
+    the parameters of each function patched (PATCHED) or called (USED). Empty when the patches fit."""
     found = []
     if mlserver.__version__ != MLSERVER_VERSION:
         found.append(f"mlserver is {mlserver.__version__}, the patches were written for {MLSERVER_VERSION}")
-    for name, (_, original, parameters) in PATCHED.items():
-        actual = list(inspect.signature(original).parameters)
+    checked = {name: (function, parameters) for name, (_, function, parameters) in PATCHED.items()} | USED
+    for name, (function, parameters) in checked.items():
+        actual = list(inspect.signature(function).parameters)
         if actual != parameters:
             found.append(f"{name} takes {actual}, the patch expects {parameters}")
     return found
@@ -244,12 +264,27 @@ def grpc_request_to_types(cls: type, pb_object: Any) -> InferenceRequest:
     return result
 
 
+async def model_infer(self: InferenceServicer, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+    """MLServer's InferenceServicer.ModelInfer, with the requests the direct path takes answered by
+    services/serving/grpc_direct.py; the others, and those for a model MLServer does not have, by MLServer's own
+    (which answers NOT_FOUND with its message)."""
+    try:
+        model = await self._data_plane._model_registry.get_model(request.model_name, request.model_version)
+    except MLServerError:
+        model = None
+    if model is not None and grpc_direct.takes(self._data_plane, model, request):
+        return await grpc_direct.direct_infer(self, request, context)  # type: ignore[no-any-return]
+    original = ORIGINALS["mlserver.grpc.servicers.InferenceServicer.ModelInfer"]
+    return await original(self, request, context)  # type: ignore[no-any-return]
+
+
 REPLACEMENTS: dict[str, Callable[..., Any]] = {
     "mlserver.grpc.converters.inject_raw": inject_raw,
     "mlserver.batching.requests._merge_data": merge_data,
     "mlserver.batching.adaptive.AdaptiveBatcher._batch_requests": batch_requests,
     "mlserver.rest.server.create_app": create_app,
     "mlserver.grpc.converters.ModelInferRequestConverter.to_types": classmethod(grpc_request_to_types),  # type: ignore[dict-item]
+    "mlserver.grpc.servicers.InferenceServicer.ModelInfer": model_infer,
 }
 ORIGINALS = {name: original for name, (_, original, _) in PATCHED.items()}
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import gc
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from mlops_sandbox.v2 import LABELS_HEADER
 from services.serving.direct import DirectTorchModel
 from services.serving.heap import HeapTrimmer
 from services.serving.metrics import FAILED_REQUESTS, LABELLED_PREDICTIONS, SERVED_REQUESTS
+from services.serving.tensors import TensorBytesError, from_bytes
 
 
 def count_values(data: Any) -> int:
@@ -80,12 +81,21 @@ def v2_problem(tensor: RequestInput) -> str | None:
     return None
 
 
+def labels_header(headers: Mapping[str, object] | Iterable[tuple[str, object]]) -> str | None:
+    """The value of LABELS_HEADER among `headers` (HTTP headers or gRPC metadata, as a mapping or as pairs;
+    names compared case-insensitively), or None."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return next((str(value) for key, value in pairs if key.lower() == LABELS_HEADER), None)
+
+
 def labels_of(payload: InferenceRequest, images: int) -> np.ndarray | None:
-    """The true digits the request carries in its LABELS_HEADER (int64 (images,)), or None when it carries
-    none or they are not one digit per image: a malformed header is counted nowhere, and never fails the
-    request it came with."""
-    headers = (payload.parameters.headers if payload.parameters else None) or {}
-    text = next((str(value) for key, value in headers.items() if key.lower() == LABELS_HEADER), None)
+    """The true digits the request carries in its LABELS_HEADER (int64 (images,)), or None (see labels_in)."""
+    return labels_in(labels_header((payload.parameters.headers if payload.parameters else None) or {}), images)
+
+
+def labels_in(text: str | None, images: int) -> np.ndarray | None:
+    """The true digits in a LABELS_HEADER value `text` (int64 (images,)), or None when there is none or they are
+    not one digit per image: a malformed header is counted nowhere, and never fails the request it came with."""
     if not text:
         return None
     try:
@@ -194,11 +204,44 @@ class RegistryModelRuntime(MLflowRuntime):
             raise
         response = self.encode_response(answer, default_codec=TensorDictCodec)
         response.model_version = self.registry_version
+        self._count_answer(answer, lambda images: labels_of(payload, images))
+        return response
+
+    def predict_raw(self, name: str, datatype: str, shape: Sequence[int], raw: bytes, labels: str | None) -> np.ndarray:
+        """The direct path's answer to one input tensor, `name`, sent as raw little-endian bytes (gRPC's
+        `raw_input_contents`), counted as `predict` counts its answers; `labels` is the request's LABELS_HEADER
+        value, or None.
+
+        `datatype` and `shape` must be what the direct path takes (`self.direct.takes`: FP32 (N, 1, 28, 28) for
+        the sandbox's model); the answer is the module's, float32 (N, 10) probabilities for it. Raises
+        InferenceError (INVALID_ARGUMENT), counted as a refusal, when `raw` does not hold prod(shape) values of
+        `datatype` or a dimension is negative, or when this version has no direct path; whatever the module
+        raises, counted as a failure.
+        """
+        direct = self.direct
+        if direct is None:
+            raise InferenceError(f"model {self.name!r} has no direct path for raw tensors")
+        try:
+            # A copy (microseconds): torch refuses to promise anything for a read-only buffer, and warns.
+            images = from_bytes(name, datatype, shape, raw).reshape(shape).copy()
+        except TensorBytesError as err:
+            self.refused.inc()
+            raise InferenceError(str(err)) from err
+        try:
+            answer = direct.predict(images)
+        except Exception:
+            self.failed.inc()
+            raise
+        self._count_answer(answer, lambda images: labels_in(labels, images))
+        return answer
+
+    def _count_answer(self, answer: object, labels: Callable[[int], np.ndarray | None]) -> None:
+        """Count an answer as served, and its digits right or wrong against `labels(number of images)`; arm the
+        heap trimmer."""
         self.served.inc()
         HEAP_TRIMMER.after_request()
         if isinstance(answer, np.ndarray) and answer.ndim == 2 and answer.shape[1] > 1:
-            self._count_labelled(answer.argmax(axis=1), labels_of(payload, len(answer)))
-        return response
+            self._count_labelled(answer.argmax(axis=1), labels(len(answer)))
 
     def _count_labelled(self, digits: np.ndarray, labels: np.ndarray | None) -> None:
         if labels is None:

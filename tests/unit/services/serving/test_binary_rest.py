@@ -5,23 +5,15 @@ the sandbox's runtime (no server is started: the ASGI app is called directly).""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 import tritonclient.http as httpclient
-from mlserver.handlers import DataPlane, ModelRepositoryHandlers
-from mlserver.registry import MultiModelRegistry
-from mlserver.repository import SchemalessModelRepository
 from mlserver.rest.server import RESTServer
-from mlserver.settings import ModelParameters, ModelSettings, Settings
 
-from services.serving import patches
-from services.serving.runtime import RegistryModelRuntime
-from tests.unit.services.serving.test_runtime import IMAGES, saved_model
-
-__all__ = ["saved_model"]
+from tests.unit.services.serving.conftest import Plane
+from tests.unit.services.serving.test_runtime import IMAGES
 
 INFER = "/v2/models/digits/infer"
 
@@ -60,27 +52,9 @@ async def post(app: object, path: str, body: bytes, headers: dict[str, str]) -> 
 
 
 @pytest.fixture(scope="module")
-def app(saved_model: Path) -> object:
-    """MLServer's REST app, built as `mlserver start` builds it once the patches are installed, serving the
-    runtime. Built once: MLServer's data plane registers its Prometheus metrics globally."""
-
-    async def build() -> object:
-        patches.install()
-        settings = Settings(metrics_endpoint=None)
-        registry = MultiModelRegistry()
-        await registry.load(
-            ModelSettings(
-                name="digits",
-                implementation=RegistryModelRuntime,
-                parameters=ModelParameters(uri=str(saved_model), extra={"registry_version": "7"}),
-            )
-        )
-        repository = ModelRepositoryHandlers(
-            repository=SchemalessModelRepository(str(saved_model)), model_registry=registry
-        )
-        return RESTServer(settings, DataPlane(settings, registry), repository)._app
-
-    return asyncio.run(build())
+def app(plane: Plane) -> object:
+    """MLServer's REST app, built as `mlserver start` builds it once the patches are installed."""
+    return RESTServer(plane.settings, plane.data_plane, plane.handlers)._app
 
 
 def serve(app: object, requests: list[tuple[bytes, dict[str, str]]]) -> list[tuple[int, dict[str, str], bytes]]:

@@ -24,12 +24,11 @@ from mlserver.context import model_context
 from mlserver.errors import InferenceError
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import ModelInferRequestConverter
+from mlserver.grpc.servicers import InferenceServicer
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 
 from services.serving import patches
-from tests.unit.services.serving.test_runtime import IMAGES, probabilities, request, runtime, saved_model
-
-__all__ = ["saved_model"]  # the module-scoped fixture, shared with test_runtime.py
+from tests.unit.services.serving.test_runtime import IMAGES, probabilities, request, runtime
 
 PYPROJECT = Path(__file__).resolve().parents[4] / "pyproject.toml"
 
@@ -62,6 +61,17 @@ def test_install_replaces_mlservers_functions_once() -> None:
     assert mlserver.grpc.converters.inject_raw is patches.inject_raw
     assert mlserver.batching.requests._merge_data is patches.merge_data
     assert patches.ORIGINALS["mlserver.grpc.converters.inject_raw"] is mlserver.raw.inject_raw
+    assert InferenceServicer.ModelInfer is patches.model_infer
+
+
+def test_without_fast_tensors_grpc_requests_take_mlservers_own_model_infer() -> None:
+    try:
+        patches.install(fast_tensors=False)
+        original = patches.ORIGINALS["mlserver.grpc.servicers.InferenceServicer.ModelInfer"]
+        assert InferenceServicer.ModelInfer is original
+        assert mlserver.grpc.converters.inject_raw is mlserver.raw.inject_raw
+    finally:
+        patches.install()
 
 
 def test_raw_grpc_tensors_are_numpy_views_with_mlflows_answers(saved_model: Path) -> None:

@@ -14,8 +14,6 @@ from pathlib import Path
 import mlflow.pytorch
 import numpy as np
 import pytest
-from mlflow.models import ModelSignature
-from mlflow.types.schema import Schema, TensorSpec
 from mlserver.errors import InferenceError
 from mlserver.settings import ModelParameters, ModelSettings
 from mlserver.types import InferenceRequest, Parameters, RequestInput
@@ -27,6 +25,7 @@ from services.serving.heap import HeapTrimmer
 from services.serving.model_store import ModelStore
 from services.serving.runtime import RegistryModelRuntime
 from services.serving.settings import ServingSettings
+from tests.unit.services.serving.conftest import SIGNATURE
 from training.model import build_model, for_serving
 
 IMAGES = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
@@ -34,30 +33,13 @@ ONE = IMAGES[:1].ravel().tolist()
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "model"
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
-    )
-    mlflow.pytorch.save_model(
-        for_serving(build_model((64,), 0.1, seed=1)), str(path), signature=signature, pip_requirements=[]
-    )
-    return path
-
-
-@pytest.fixture(scope="module")
 def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same architecture logged as the training job logs it: a torch.export program (training/log.py)."""
     path = tmp_path_factory.mktemp("exported") / "model"
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
-    )
     mlflow.pytorch.save_model(
         for_serving(build_model((64,), 0.1, seed=1)),
         str(path),
-        signature=signature,
+        signature=SIGNATURE,
         input_example=IMAGES,
         serialization_format="pt2",
         pip_requirements=[],

@@ -1,0 +1,110 @@
+"""gRPC `ModelInfer` straight from the protobuf to the direct path, for the requests that path takes.
+
+MLServer 1.7.1 answers a gRPC inference request by building pydantic types from the protobuf, passing them
+through its data plane (model lookup, CloudEvents headers, response cache, metrics), adaptive batching's
+queue and the runtime's codecs, and building a protobuf answer back. For the sandbox's model that is most of
+the server's time: a ModelInfer that took the raw tensor straight to the module answered 1.4x to 1.9x the
+requests per second at 16 clients, 1.07x to 1.3x at one (side by side on 2 cores, docs/performance.md).
+
+A request is answered here when it is one input tensor sent as `raw_input_contents` (tritonclient's gRPC
+default), with no request or input parameters and no requested outputs, to a model whose direct path
+(services/serving/direct.py) takes its datatype and shape, while MLServer's response cache is off. Its bytes
+are read with np.frombuffer and run through the module (`RegistryModelRuntime.predict_raw`), and the answer is
+the protobuf that MLServer's path builds for the same request, field for field (tests compare the two): the
+output `output-1` as raw bytes with content type `np`, the registry version as `model_version`, the request's
+id or a new one, and MLServer's CloudEvents headers as trailing metadata. MLServer's own model metrics
+(`model_infer_request_*`, through its data plane's `_infer_contextmanager`) and the runtime's counters count
+it as they count every other request; its gRPC interceptors (Prometheus, logging) wrap it as before. Bad
+bytes are INVALID_ARGUMENT with the reason, as on MLServer's path with the sandbox's patches.
+
+What it does not do: adaptive batching. These requests run one at a time as they come, on the event loop,
+which served more at 16 clients than batching them did (1,476 to 1,552 single images a second against
+883-888 batched, docs/performance.md). Every other request takes MLServer's ModelInfer unchanged, batching
+included; SANDBOX_SERVING_DIRECT_PATH=false or SANDBOX_SERVING_FAST_TENSORS=false sends all of them there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import numpy as np
+from mlserver.grpc import dataplane_pb2 as pb
+from mlserver.grpc.servicers import InferenceServicer
+from mlserver.grpc.utils import handle_mlserver_error, to_metadata
+from mlserver.handlers import DataPlane
+from mlserver.types import InferenceResponse
+from mlserver.utils import extract_headers, generate_uuid
+
+from services.serving.runtime import labels_header
+from services.serving.tensors import DTYPES
+
+OUTPUT_NAME = "output-1"
+"""The name MLServer's NumpyRequestCodec gives a model's one output (it counts from 1), as MLServer's path answers."""
+CONTENT_TYPE = pb.InferParameter(string_param="np")
+"""The content type MLServer's path puts on the answer and its output: its NumpyCodec's."""
+DATATYPES = {dtype: name for name, dtype in DTYPES.items()}
+"""The V2 datatype of each numpy dtype a direct answer can have."""
+
+
+def takes(data_plane: DataPlane, model: Any, request: pb.ModelInferRequest) -> bool:
+    """Whether `model` (MLServer's loaded model for `request`) answers `request` on the direct path: see the
+    module docstring for the conditions."""
+    if data_plane._response_cache is not None or not getattr(model, "ready", False):
+        return False
+    direct = getattr(model, "direct", None)
+    if direct is None or not hasattr(model, "predict_raw"):
+        return False  # not the sandbox's runtime, or a version without a direct path
+    if request.parameters or request.outputs or len(request.inputs) != 1 or len(request.raw_input_contents) != 1:
+        return False
+    tensor = request.inputs[0]
+    if tensor.parameters or tensor.HasField("contents"):
+        return False
+    dtype = DTYPES.get(tensor.datatype)
+    return dtype is not None and bool(direct.takes(dtype, list(tensor.shape)))
+
+
+@handle_mlserver_error
+async def direct_infer(
+    self: InferenceServicer, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+) -> pb.ModelInferResponse:
+    """Answer `request` on the direct path, inside MLServer's data plane's metrics and model context; MLServer's
+    errors become their gRPC status as on its own path (InferenceError: INVALID_ARGUMENT)."""
+    data_plane: DataPlane = self._data_plane
+    tensor = request.inputs[0]
+    labels = labels_header(context.invocation_metadata() or ())
+    async with data_plane._infer_contextmanager(request.model_name, request.model_version) as model:
+        answer = model.predict_raw(
+            tensor.name, tensor.datatype, list(tensor.shape), request.raw_input_contents[0], labels
+        )
+        response = answer_of(model.name, model.registry_version, request.id or generate_uuid(), answer)
+        # MLServer's path sends the CloudEvents headers its data plane's middleware sets as trailing metadata.
+        headers = InferenceResponse.model_construct(id=response.id, parameters=None)
+        data_plane._inference_middleware.response_middleware(headers, model.settings)
+        if extracted := extract_headers(headers):
+            context.set_trailing_metadata(to_metadata(extracted))
+    return response
+
+
+def answer_of(model_name: str, model_version: str | None, request_id: str, answer: np.ndarray) -> pb.ModelInferResponse:
+    """The ModelInferResponse MLServer's path builds for a raw request answered with `answer` (a numeric numpy
+    array): one output, `output-1`, its bytes in `raw_output_contents` (little-endian, row-major)."""
+    dtype = answer.dtype.newbyteorder("<")
+    response = pb.ModelInferResponse(
+        model_name=model_name,
+        id=request_id,
+        outputs=[
+            pb.ModelInferResponse.InferOutputTensor(
+                name=OUTPUT_NAME,
+                datatype=DATATYPES[dtype],
+                shape=answer.shape,
+                parameters={"content_type": CONTENT_TYPE},
+                contents=pb.InferTensorContents(),
+            )
+        ],
+        raw_output_contents=[np.ascontiguousarray(answer, dtype=dtype).tobytes()],
+        parameters={"content_type": CONTENT_TYPE},
+    )
+    if model_version is not None:
+        response.model_version = model_version
+    return response
