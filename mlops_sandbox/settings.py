@@ -11,6 +11,7 @@ one declaration of each variable, whatever the number of processes that read it.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
@@ -39,6 +40,19 @@ def split_host_port(value: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"expected host:port, got {value!r}")
     return host, int(port)
+
+
+def bindable(host: str, port: int) -> bool:
+    """Whether a TCP server could listen on `host`:`port` now (IPv6 when `host` has a colon): False while any
+    listener holds it, even one that set SO_REUSEPORT as gRPC servers do. A port left in TIME_WAIT by a server
+    that just stopped counts as free: the probe sets SO_REUSEADDR, as servers do before they bind."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 class SandboxSettings(BaseSettings):

@@ -7,6 +7,8 @@ import random
 import socket
 from pathlib import Path
 
+from mlops_sandbox.settings import bindable
+
 # Every port handed out in this process: a test asks for several ports before it starts the
 # servers that bind them, and the kernel may offer a port again as soon as the probe closes
 # it (CI saw MLSERVER_HTTP_PORT and MLSERVER_METRICS_PORT both get 42249).
@@ -27,15 +29,6 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32_768, 60_999
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now and that this process has not handed out.
 
@@ -53,7 +46,7 @@ def free_port() -> int:
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))
                 port = sock.getsockname()[1]
-        if port not in _HANDED_OUT and _bindable(port):
+        if port not in _HANDED_OUT and bindable("127.0.0.1", port):
             _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no free TCP port on 127.0.0.1 in 200 tries")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import traceback
@@ -36,7 +35,7 @@ from pydantic import ValidationError
 
 from mlops_sandbox.processes import replace_process, supervise_command
 from mlops_sandbox.registry import RegistryError
-from mlops_sandbox.settings import split_host_port
+from mlops_sandbox.settings import bindable, split_host_port
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, wait_for
 from services.serving import mlflow_serve
@@ -177,7 +176,6 @@ def ports_in_use(settings: ServingSettings) -> list[str]:
     server on a gRPC port that another MLServer holds starts without an error, and the two then share its
     clients. The probe binds without SO_REUSEPORT, which fails on a port that any listener holds.
     """
-    busy = []
     listeners = [
         ("MLSERVER_HTTP_PORT", settings.host, settings.http_port),
         ("MLSERVER_GRPC_PORT", settings.host, settings.grpc_port),
@@ -185,15 +183,7 @@ def ports_in_use(settings: ServingSettings) -> list[str]:
     ]
     if settings.webhook_address:
         listeners.append(("SANDBOX_SERVING_WEBHOOK_ADDRESS", *split_host_port(settings.webhook_address)))
-    for name, host, port in listeners:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            # SO_REUSEADDR: a port left in TIME_WAIT by a server that just stopped is free to use.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError:
-                busy.append(f"{name}={port} ({host})")
-    return busy
+    return [f"{name}={port} ({host})" for name, host, port in listeners if not bindable(host, port)]
 
 
 def main() -> int:

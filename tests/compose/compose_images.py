@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from compose_stack import (  # noqa: E402
     image_exists,
 )
 
-from mlops_sandbox.settings import MnistSettings  # noqa: E402
+from mlops_sandbox.settings import MnistSettings, bindable  # noqa: E402
 from tests.support import module_env, server  # noqa: E402
 
 WHEELHOUSE = ROOT / "infra" / "images" / "wheelhouse"
@@ -61,16 +60,11 @@ def wheelhouse_server(log_dir: Path) -> Iterator[None]:
     args = ("--bind", "127.0.0.1", str(WHEELHOUSE_PORT), "--directory", str(WHEELHOUSE))
     # A server left on the port by an interrupted run would answer the readiness probe, and the builds would
     # take another checkout's wheels: refuse a taken port instead.
-    with socket.socket() as probe:
-        # As http.server binds: a port in TIME_WAIT after the last build's downloads is free, a listener is not.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", WHEELHOUSE_PORT))
-        except OSError as err:
-            raise AssertionError(
-                f"127.0.0.1:{WHEELHOUSE_PORT}, the wheelhouse's port, is taken ({err}): a wheelhouse server left by "
-                f"an interrupted run? (ss -ltnp | grep {WHEELHOUSE_PORT})"
-            ) from err
+    if not bindable("127.0.0.1", WHEELHOUSE_PORT):
+        raise AssertionError(
+            f"127.0.0.1:{WHEELHOUSE_PORT}, the wheelhouse's port, is taken: a wheelhouse server left by an "
+            f"interrupted run? (ss -ltnp | grep {WHEELHOUSE_PORT})"
+        )
     with server("wheelhouse", "http.server", module_env(), log_dir, f"http://127.0.0.1:{WHEELHOUSE_PORT}/", args=args):
         yield
 

@@ -3,10 +3,18 @@ typos refused, empty variables unset."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from mlops_sandbox.settings import PLACEHOLDER, ArtifactStoreSettings, ModelReference, TrackingClientSettings
+from mlops_sandbox.settings import (
+    PLACEHOLDER,
+    ArtifactStoreSettings,
+    ModelReference,
+    TrackingClientSettings,
+    bindable,
+)
 from services.mlflow.settings import TrackingServerSettings
 from services.s3.settings import S3ServerSettings
 
@@ -53,3 +61,15 @@ def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
     monkeypatch.setenv("SANDBOX_TRACKING_WAIT_SECONDS", "")
     assert TrackingClientSettings() == TrackingClientSettings(tracking_uri="http://127.0.0.1:5000", wait_seconds=120)
+
+
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_a_port_is_bindable_until_a_listener_takes_it_even_one_that_shares_it(family: int, host: str) -> None:
+    with socket.socket(family) as listener:
+        # As gRPC's servers bind: SO_REUSEPORT would let a second such listener in, never a plain one.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind((host, 0))
+        port = listener.getsockname()[1]
+        listener.listen()
+        assert not bindable(host, port)
+    assert bindable(host, port)
