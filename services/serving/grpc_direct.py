@@ -21,6 +21,8 @@ What it does not do: adaptive batching. These requests run one at a time as they
 which served more at 16 clients than batching them did (1,476 to 1,552 single images a second against
 883-888 batched, docs/performance.md). Every other request takes MLServer's ModelInfer unchanged, batching
 included; SANDBOX_SERVING_DIRECT_PATH=false or SANDBOX_SERVING_FAST_TENSORS=false sends all of them there.
+
+This module imports neither torch nor MLflow: MLServer imports it with the patches, before it loads a model.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from mlserver.handlers import DataPlane
 from mlserver.types import InferenceResponse
 from mlserver.utils import extract_headers, generate_uuid
 
-from services.serving.runtime import labels_header
+from mlops_sandbox.v2 import LABELS_HEADER
 from services.serving.tensors import DTYPES
 
 OUTPUT_NAME = "output-1"
@@ -72,7 +74,8 @@ async def direct_infer(
     errors become their gRPC status as on its own path (InferenceError: INVALID_ARGUMENT)."""
     data_plane: DataPlane = self._data_plane
     tensor = request.inputs[0]
-    labels = labels_header(context.invocation_metadata() or ())
+    # gRPC metadata keys are lower case on the wire (HTTP/2), as LABELS_HEADER is.
+    labels = next((value for key, value in context.invocation_metadata() or () if key == LABELS_HEADER), None)
     async with data_plane._infer_contextmanager(request.model_name, request.model_version) as model:
         answer = model.predict_raw(
             tensor.name, tensor.datatype, list(tensor.shape), request.raw_input_contents[0], labels

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import gc
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,16 +81,11 @@ def v2_problem(tensor: RequestInput) -> str | None:
     return None
 
 
-def labels_header(headers: Mapping[str, object] | Iterable[tuple[str, object]]) -> str | None:
-    """The value of LABELS_HEADER among `headers` (HTTP headers or gRPC metadata, as a mapping or as pairs;
-    names compared case-insensitively), or None."""
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
-    return next((str(value) for key, value in pairs if key.lower() == LABELS_HEADER), None)
-
-
 def labels_of(payload: InferenceRequest, images: int) -> np.ndarray | None:
     """The true digits the request carries in its LABELS_HEADER (int64 (images,)), or None (see labels_in)."""
-    return labels_in(labels_header((payload.parameters.headers if payload.parameters else None) or {}), images)
+    headers = (payload.parameters.headers if payload.parameters else None) or {}
+    text = next((str(value) for key, value in headers.items() if key.lower() == LABELS_HEADER), None)
+    return labels_in(text, images)
 
 
 def labels_in(text: str | None, images: int) -> np.ndarray | None:
