@@ -3,8 +3,9 @@
 MLServer 1.7.1 answers a gRPC inference request by building pydantic types from the protobuf, passing them
 through its data plane (model lookup, CloudEvents headers, response cache, metrics), adaptive batching's
 queue and the runtime's codecs, and building a protobuf answer back. For the sandbox's model that is most of
-the server's time: a ModelInfer that took the raw tensor straight to the module answered 1.4x to 1.9x the
-requests per second at 16 clients, 1.07x to 1.3x at one (side by side on 2 cores, docs/performance.md).
+the server's time: answered here, (d) served 1.35x to 1.54x the single images a second at 16 clients, and
+1.4x to 2.3x at one (2 cores, runs before and after alternating; docs/performance.md, "gRPC straight to the
+direct path").
 
 A request is answered here when it is one input tensor sent as `raw_input_contents` (tritonclient's gRPC
 default), with no request or input parameters and no requested outputs, to a model whose direct path
@@ -19,8 +20,9 @@ bytes are INVALID_ARGUMENT with the reason, as on MLServer's path with the sandb
 
 What it does not do: adaptive batching. These requests run one at a time as they come, on the event loop,
 which served more at 16 clients than batching them did (1,476 to 1,552 single images a second against
-883-888 batched, docs/performance.md). Every other request takes MLServer's ModelInfer unchanged, batching
-included; SANDBOX_SERVING_DIRECT_PATH=false or SANDBOX_SERVING_FAST_TENSORS=false sends all of them there.
+883-888 through MLServer's batched path, side by side; docs/performance.md). Every other request takes
+MLServer's ModelInfer unchanged, batching included; SANDBOX_SERVING_DIRECT_PATH=false or
+SANDBOX_SERVING_FAST_TENSORS=false sends all of them there.
 
 This module imports neither torch nor MLflow: MLServer imports it with the patches, before it loads a model.
 """
