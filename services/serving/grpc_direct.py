@@ -41,7 +41,7 @@ from mlserver.types import InferenceResponse
 from mlserver.utils import extract_headers, generate_uuid
 
 from mlops_sandbox.v2 import LABELS_HEADER
-from services.serving.tensors import DTYPES
+from services.serving.tensors import DTYPES, to_bytes
 
 OUTPUT_NAME = "output-1"
 """The name MLServer's NumpyRequestCodec gives a model's one output (it counts from 1), as MLServer's path answers."""
@@ -94,20 +94,20 @@ async def direct_infer(
 def answer_of(model_name: str, model_version: str | None, request_id: str, answer: np.ndarray) -> pb.ModelInferResponse:
     """The ModelInferResponse MLServer's path builds for a raw request answered with `answer` (a numeric numpy
     array): one output, `output-1`, its bytes in `raw_output_contents` (little-endian, row-major)."""
-    dtype = answer.dtype.newbyteorder("<")
+    datatype = DATATYPES[answer.dtype.newbyteorder("<")]
     response = pb.ModelInferResponse(
         model_name=model_name,
         id=request_id,
         outputs=[
             pb.ModelInferResponse.InferOutputTensor(
                 name=OUTPUT_NAME,
-                datatype=DATATYPES[dtype],
+                datatype=datatype,
                 shape=answer.shape,
                 parameters={"content_type": CONTENT_TYPE},
                 contents=pb.InferTensorContents(),
             )
         ],
-        raw_output_contents=[np.ascontiguousarray(answer, dtype=dtype).tobytes()],
+        raw_output_contents=[to_bytes(datatype, answer)],
         parameters={"content_type": CONTENT_TYPE},
     )
     if model_version is not None:
