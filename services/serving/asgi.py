@@ -16,8 +16,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 async def respond(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
-    """Send one complete HTTP response over ASGI, its Content-Length set from `body` (bytes)."""
-    fields = {"content-length": str(len(body)), **headers}
+    """Send one complete HTTP response over ASGI, its Content-Length set from `body` (bytes). Header names are
+    sent in lower case, as ASGI asks and as Starlette sends MLServer's (whose CloudEvents names are `Ce-Id`, ...)."""
+    fields = {"content-length": str(len(body)), **{key.lower(): value for key, value in headers.items()}}
     await send(
         {
             "type": "http.response.start",

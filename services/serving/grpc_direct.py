@@ -24,6 +24,7 @@ which served more at 16 clients than batching them did (1,476 to 1,552 single im
 MLServer's ModelInfer unchanged, batching included; SANDBOX_SERVING_DIRECT_PATH=false or
 SANDBOX_SERVING_FAST_TENSORS=false sends all of them there.
 
+What it shares with REST JSON's shortcut (services/serving/rest_direct.py) is in services/serving/shortcut.py.
 This module imports neither torch nor MLflow: MLServer imports it with the patches, before it loads a model.
 """
 
@@ -37,28 +38,21 @@ from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.servicers import InferenceServicer
 from mlserver.grpc.utils import handle_mlserver_error, to_metadata
 from mlserver.handlers import DataPlane
-from mlserver.types import InferenceResponse
-from mlserver.utils import extract_headers, generate_uuid
+from mlserver.utils import generate_uuid
 
 from mlops_sandbox.v2 import LABELS_HEADER
+from services.serving.shortcut import CONTENT_TYPE, DATATYPES, OUTPUT_NAME, cloudevents_headers, direct_model
 from services.serving.tensors import DTYPES, to_bytes
 
-OUTPUT_NAME = "output-1"
-"""The name MLServer's NumpyRequestCodec gives a model's one output (it counts from 1), as MLServer's path answers."""
-CONTENT_TYPE = pb.InferParameter(string_param="np")
-"""The content type MLServer's path puts on the answer and its output: its NumpyCodec's."""
-DATATYPES = {dtype: name for name, dtype in DTYPES.items()}
-"""The V2 datatype of each numpy dtype a direct answer can have."""
+CONTENT_TYPE_PARAMETER = pb.InferParameter(string_param=CONTENT_TYPE)
 
 
 def takes(data_plane: DataPlane, model: Any, request: pb.ModelInferRequest) -> bool:
     """Whether `model` (MLServer's loaded model for `request`) answers `request` on the direct path: see the
     module docstring for the conditions."""
-    if data_plane._response_cache is not None or not getattr(model, "ready", False):
+    direct = direct_model(data_plane, model)
+    if direct is None:
         return False
-    direct = getattr(model, "direct", None)
-    if direct is None or not hasattr(model, "predict_raw"):
-        return False  # not the sandbox's runtime, or a version without a direct path
     if request.parameters or request.outputs or len(request.inputs) != 1 or len(request.raw_input_contents) != 1:
         return False
     tensor = request.inputs[0]
@@ -84,10 +78,8 @@ async def direct_infer(
         )
         response = answer_of(model.name, model.registry_version, request.id or generate_uuid(), answer)
         # MLServer's path sends the CloudEvents headers its data plane's middleware sets as trailing metadata.
-        headers = InferenceResponse.model_construct(id=response.id, parameters=None)
-        data_plane._inference_middleware.response_middleware(headers, model.settings)
-        if extracted := extract_headers(headers):
-            context.set_trailing_metadata(to_metadata(extracted))
+        if headers := cloudevents_headers(data_plane, model, response.id):
+            context.set_trailing_metadata(to_metadata(headers))
     return response
 
 
@@ -103,12 +95,12 @@ def answer_of(model_name: str, model_version: str | None, request_id: str, answe
                 name=OUTPUT_NAME,
                 datatype=datatype,
                 shape=answer.shape,
-                parameters={"content_type": CONTENT_TYPE},
+                parameters={"content_type": CONTENT_TYPE_PARAMETER},
                 contents=pb.InferTensorContents(),
             )
         ],
         raw_output_contents=[to_bytes(datatype, answer)],
-        parameters={"content_type": CONTENT_TYPE},
+        parameters={"content_type": CONTENT_TYPE_PARAMETER},
     )
     if model_version is not None:
         response.model_version = model_version

@@ -14,8 +14,9 @@
   from the protobuf, without MLServer's pydantic types, data plane path or adaptive batching
   (`InferenceServicer.ModelInfer`, services/serving/grpc_direct.py); every other request takes MLServer's.
 - REST: the streaming routes refused (services/serving/streaming.py), the request-size limit
-  (services/serving/limits.py) and the V2 binary tensor data extension
-  (services/serving/binary_rest.py) are added to the FastAPI app that `mlserver.rest.server.RESTServer`
+  (services/serving/limits.py), the V2 binary tensor data extension (services/serving/binary_rest.py) and JSON
+  requests the direct path takes answered without FastAPI's validation, MLServer's data plane path or adaptive
+  batching (services/serving/rest_direct.py) are added to the FastAPI app that `mlserver.rest.server.RESTServer`
   builds with `create_app`, inside MLServer's own middlewares (metrics, gzip), in front of its routes.
 
 MLServer 1.7.1 has had no release since, and the project pins it (pyproject.toml); `install` refuses any
@@ -58,6 +59,7 @@ from starlette.middleware import Middleware
 from services.serving import grpc_direct
 from services.serving.binary_rest import BinaryTensorMiddleware
 from services.serving.limits import RequestSizeLimit
+from services.serving.rest_direct import DirectJsonMiddleware
 from services.serving.streaming import StreamingRoutesRefused
 from services.serving.tensors import DTYPES, TensorBytesError, from_bytes
 
@@ -100,8 +102,8 @@ USED: dict[str, tuple[Callable[..., Any], list[str]]] = {
     "mlserver.handlers.DataPlane._infer_contextmanager": (DataPlane._infer_contextmanager, ["self", "name", "version"]),
     "mlserver.registry.MultiModelRegistry.get_model": (MultiModelRegistry.get_model, ["self", "name", "version"]),
 }
-"""MLServer's private functions that services/serving/grpc_direct.py calls, not replaced, and their parameters
-as of MLSERVER_VERSION."""
+"""MLServer's private functions that the shortcuts (services/serving/grpc_direct.py, rest_direct.py) call, not
+replaced, and their parameters as of MLSERVER_VERSION."""
 STATIC_ORIGINALS = {
     name: inspect.getattr_static(owner, name.rsplit(".", 1)[1]) for name, (owner, _, _) in PATCHED.items()
 }
@@ -229,14 +231,15 @@ async def batch_requests(self: AdaptiveBatcher) -> AsyncIterator[BatchedRequests
 def create_app(settings: mlserver.settings.Settings, data_plane: DataPlane, model_repository_handlers: Any) -> FastAPI:
     """MLServer's REST app with, in front of its routes and inside its own middlewares (so that these requests
     are counted and logged as the others are): the streaming routes refused (services/serving/streaming.py),
-    the request-size limit (services/serving/limits.py), then the binary tensor data extension, the last two
-    when `install` was asked for them."""
+    the request-size limit (services/serving/limits.py), the binary tensor data extension, then JSON requests on
+    the direct path (services/serving/rest_direct.py), the last three when `install` was asked for them."""
     app: FastAPI = ORIGINALS["mlserver.rest.server.create_app"](settings, data_plane, model_repository_handlers)
     app.user_middleware.append(Middleware(StreamingRoutesRefused))
     if INSTALLED["max_request_bytes"]:
         app.user_middleware.append(Middleware(RequestSizeLimit, max_bytes=INSTALLED["max_request_bytes"]))
     if INSTALLED["fast_tensors"]:
         app.user_middleware.append(Middleware(BinaryTensorMiddleware, data_plane=data_plane))
+        app.user_middleware.append(Middleware(DirectJsonMiddleware, data_plane=data_plane))
     return app
 
 

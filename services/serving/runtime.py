@@ -213,15 +213,26 @@ class RegistryModelRuntime(MLflowRuntime):
         `datatype` or a dimension is negative, or when this version has no direct path; whatever the module
         raises, counted as a failure.
         """
-        direct = self.direct
-        if direct is None:
-            raise InferenceError(f"model {self.name!r} has no direct path for raw tensors")
         try:
             # A copy (microseconds): torch refuses to promise anything for a read-only buffer, and warns.
             images = from_bytes(name, datatype, shape, raw).reshape(shape).copy()
         except TensorBytesError as err:
             self.refused.inc()
             raise InferenceError(str(err)) from err
+        return self.predict_array(images, labels)
+
+    def predict_array(self, images: np.ndarray, labels: str | None) -> np.ndarray:
+        """The direct path's answer to `images`, a writable array of the dtype and shape it takes
+        (`self.direct.takes`: float32 (N, 1, 28, 28) for the sandbox's model), counted as `predict` counts its
+        answers; `labels` is the request's LABELS_HEADER value, or None. The answer is the module's, float32
+        (N, 10) probabilities for it.
+
+        Raises InferenceError (400 / INVALID_ARGUMENT) when this version has no direct path; whatever the module
+        raises, counted as a failure.
+        """
+        direct = self.direct
+        if direct is None:
+            raise InferenceError(f"model {self.name!r} has no direct path")
         try:
             answer = direct.predict(images)
         except Exception:

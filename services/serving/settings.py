@@ -72,12 +72,14 @@ class ServingSettings(SandboxSettings):
     direct_path: bool = Field(True, validation_alias="SANDBOX_SERVING_DIRECT_PATH")
     """Run a PyTorch model directly for requests that already match its signature, instead of through
     MLflow's pyfunc checks (services/serving/direct.py); other requests take MLflow's path either way. With
-    SANDBOX_SERVING_FAST_TENSORS, a gRPC request of one such raw tensor is answered straight from the protobuf,
-    one at a time, without MLServer's data plane path or adaptive batching (services/serving/grpc_direct.py)."""
+    SANDBOX_SERVING_FAST_TENSORS, a gRPC request of one such raw tensor, or a REST JSON request of one such tensor
+    and nothing else, is answered straight from the protobuf or the JSON, one at a time, without MLServer's data
+    plane path or adaptive batching (services/serving/grpc_direct.py, rest_direct.py)."""
     fast_tensors: bool = Field(True, validation_alias="SANDBOX_SERVING_FAST_TENSORS")
     """Read raw gRPC tensors and V2 binary REST tensors (tritonclient's default) with np.frombuffer instead of
-    MLServer's Python lists (services/serving/patches.py). Off: MLServer 1.7.1's own decoding and gRPC
-    ModelInfer, whose REST endpoint answers binary requests 422 (the request-size limit stays)."""
+    MLServer's Python lists, and answer the requests the direct path takes without MLServer's request path
+    (services/serving/patches.py). Off: MLServer 1.7.1's own decoding, gRPC ModelInfer and REST route, which
+    answers binary requests 422 (the request-size limit stays)."""
     gc_freeze: bool = Field(True, validation_alias="SANDBOX_SERVING_GC_FREEZE")
     """Keep the loaded model and libraries out of the garbage collector's full passes (gc.freeze; see
     services/serving/runtime.py): they stalled the server for long pauses under load."""
