@@ -10,19 +10,19 @@ direct path").
 A request is answered here when it is one input tensor sent as `raw_input_contents` (tritonclient's gRPC
 default), with no request or input parameters and no requested outputs, to a model whose direct path
 (services/serving/direct.py) takes its datatype and shape, while MLServer's response cache is off. Its bytes
-are read with np.frombuffer and run through the module (`RegistryModelRuntime.predict_raw`), and the answer is
-the protobuf that MLServer's path builds for the same request, field for field (tests compare the two): the
-output `output-1` as raw bytes with content type `np`, the registry version as `model_version`, the request's
-id or a new one, and MLServer's CloudEvents headers as trailing metadata. MLServer's own model metrics
-(`model_infer_request_*`, through its data plane's `_infer_contextmanager`) and the runtime's counters count
-it as they count every other request; its gRPC interceptors (Prometheus, logging) wrap it as before. Bad
-bytes are INVALID_ARGUMENT with the reason, as on MLServer's path with the sandbox's patches.
+are read with np.frombuffer and run through the module, in one forward pass with the shortcut requests that
+reached the event loop with it (`shortcut.Gathered`), and the answer is the protobuf that MLServer's path
+builds for the same request, field for field (tests compare the two): the output `output-1` as raw bytes with
+content type `np`, the registry version as `model_version`, the request's id or a new one, and MLServer's
+CloudEvents headers as trailing metadata. MLServer's own model metrics (`model_infer_request_*`, through its
+data plane's `_infer_contextmanager`) and the runtime's counters count it as they count every other request;
+its gRPC interceptors (Prometheus, logging) wrap it as before. Bad bytes are INVALID_ARGUMENT with the reason,
+as on MLServer's path with the sandbox's patches.
 
-What it does not do: adaptive batching. These requests run one at a time as they come, on the event loop,
-which served more at 16 clients than batching them did (1,476 to 1,552 single images a second against
-883-888 through MLServer's batched path, side by side; docs/performance.md). Every other request takes
-MLServer's ModelInfer unchanged, batching included; SANDBOX_SERVING_DIRECT_PATH=false or
-SANDBOX_SERVING_FAST_TENSORS=false sends all of them there.
+What it does not do: MLServer's adaptive batching, whose queue, wait and pydantic merge and split served less
+at 16 clients than these requests one at a time (1,476 to 1,552 single images a second against 883-888,
+side by side; docs/performance.md). Every other request takes MLServer's ModelInfer unchanged, batching
+included; SANDBOX_SERVING_DIRECT_PATH=false or SANDBOX_SERVING_FAST_TENSORS=false sends all of them there.
 
 What it shares with REST JSON's shortcut (services/serving/rest_direct.py) is in services/serving/shortcut.py.
 This module imports neither torch nor MLflow: MLServer imports it with the patches, before it loads a model.
@@ -73,9 +73,8 @@ async def direct_infer(
     # gRPC metadata keys are lower case on the wire (HTTP/2), as LABELS_HEADER is.
     labels = next((value for key, value in context.invocation_metadata() or () if key == LABELS_HEADER), None)
     async with data_plane._infer_contextmanager(request.model_name, request.model_version) as model:
-        answer = model.predict_raw(
-            tensor.name, tensor.datatype, list(tensor.shape), request.raw_input_contents[0], labels
-        )
+        images = model.raw_images(tensor.name, tensor.datatype, list(tensor.shape), request.raw_input_contents[0])
+        answer = await model.gathered.predict(images, labels)
         response = answer_of(model.name, model.registry_version, request.id or generate_uuid(), answer)
         # MLServer's path sends the CloudEvents headers its data plane's middleware sets as trailing metadata.
         if headers := cloudevents_headers(data_plane, model, response.id):

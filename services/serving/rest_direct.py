@@ -11,16 +11,16 @@ A request is answered here when it is a POST to `/v2/models/{name}[/versions/{ve
 one input tensor with `name`, `shape`, `datatype` and `data`, without parameters or requested outputs, to a
 model whose direct path (services/serving/direct.py) takes its datatype and shape, while MLServer's response
 cache is off. Its data are decoded as MLServer's NumpyCodec decodes them (`np.array(data, dtype)`, then the
-shape), run through the module (`RegistryModelRuntime.predict_array`), and the answer is the JSON MLServer's
-path writes for the same request, byte for byte, with the same CloudEvents headers (tests compare the two).
-MLServer's model metrics (`model_infer_request_*`, through its data plane's `_infer_contextmanager`), its REST
-metrics and the runtime's counters count it as they count every other request.
+shape), run through the module, in one forward pass with the shortcut requests that reached the event loop with
+it (`shortcut.Gathered`, which replaces MLServer's adaptive batching for them), and the answer is the JSON
+MLServer's path writes for the same request, byte for byte, with the same CloudEvents headers (tests compare
+the two). MLServer's model metrics (`model_infer_request_*`, through its data plane's `_infer_contextmanager`),
+its REST metrics and the runtime's counters count it as they count every other request.
 
 Every other request, and every request this path cannot decode (values that are not numbers, a shape its data
 do not fill, a body that is not JSON, an unknown model), goes on to MLServer's route with its body as it came,
-so its answer, error or not, is MLServer's own. What this path does not do: adaptive batching (these requests
-run one at a time as they come, on the event loop, as gRPC's shortcut does). SANDBOX_SERVING_DIRECT_PATH=false
-or SANDBOX_SERVING_FAST_TENSORS=false sends every request to MLServer's route.
+so its answer, error or not, is MLServer's own. SANDBOX_SERVING_DIRECT_PATH=false or
+SANDBOX_SERVING_FAST_TENSORS=false sends every request to MLServer's route.
 
 This module imports neither torch nor MLflow: MLServer imports it with the patches, before it loads a model.
 """
@@ -155,7 +155,7 @@ class DirectJsonMiddleware:
         labels = next((value.decode("latin-1") for key, value in scope["headers"] if key.lower() == wanted), None)
         try:
             async with self.data_plane._infer_contextmanager(name, version) as model:
-                answer = model.predict_array(images, labels)
+                answer = await model.gathered.predict(images, labels)
                 request_id = generate_uuid() if request_id is None else request_id
                 headers = cloudevents_headers(self.data_plane, model, request_id)
                 content = answer_json(model.name, model.registry_version, request_id, answer)

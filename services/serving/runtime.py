@@ -42,6 +42,7 @@ from mlops_sandbox.v2 import LABELS_HEADER
 from services.serving.direct import DirectTorchModel
 from services.serving.heap import HeapTrimmer
 from services.serving.metrics import FAILED_REQUESTS, LABELLED_PREDICTIONS, SERVED_REQUESTS
+from services.serving.shortcut import Gathered
 from services.serving.tensors import TensorBytesError, from_bytes
 
 
@@ -108,6 +109,8 @@ class RegistryModelRuntime(MLflowRuntime):
     """MLServer's MLflow runtime that answers with the registry version, takes the direct path, and freezes the GC."""
 
     direct: DirectTorchModel | None = None
+    gathered: Gathered
+    """The shortcuts' forward passes (services/serving/shortcut.py)."""
     served: Counter
     refused: Counter
     failed: Counter
@@ -159,6 +162,7 @@ class RegistryModelRuntime(MLflowRuntime):
             self.direct = DirectTorchModel.of(self._model, Path(await get_model_uri(self._settings)))
         else:
             self.direct = None
+        self.gathered = Gathered(self, self.settings.max_batch_size)
         # The counter's child for this model version, looked up once rather than per request.
         version = self.registry_version or ""
         self.served = SERVED_REQUESTS.labels(self.name, version)
@@ -202,44 +206,44 @@ class RegistryModelRuntime(MLflowRuntime):
         self._count_answer(answer, lambda images: labels_of(payload, images))
         return response
 
-    def predict_raw(self, name: str, datatype: str, shape: Sequence[int], raw: bytes, labels: str | None) -> np.ndarray:
-        """The direct path's answer to one input tensor, `name`, sent as raw little-endian bytes (gRPC's
-        `raw_input_contents`), counted as `predict` counts its answers; `labels` is the request's LABELS_HEADER
-        value, or None.
+    def raw_images(self, name: str, datatype: str, shape: Sequence[int], raw: bytes) -> np.ndarray:
+        """Input tensor `name`, sent as raw little-endian bytes (gRPC's `raw_input_contents`), as a writable array
+        of `datatype` and `shape` for the direct path (`predict_arrays`).
 
-        `datatype` and `shape` must be what the direct path takes (`self.direct.takes`: FP32 (N, 1, 28, 28) for
-        the sandbox's model); the answer is the module's, float32 (N, 10) probabilities for it. Raises
-        InferenceError (INVALID_ARGUMENT), counted as a refusal, when `raw` does not hold prod(shape) values of
-        `datatype` or a dimension is negative, or when this version has no direct path; whatever the module
-        raises, counted as a failure.
+        Raises InferenceError (INVALID_ARGUMENT), counted as a refusal, when `raw` does not hold prod(shape)
+        values of `datatype` or a dimension is negative.
         """
         try:
             # A copy (microseconds): torch refuses to promise anything for a read-only buffer, and warns.
-            images = from_bytes(name, datatype, shape, raw).reshape(shape).copy()
+            return from_bytes(name, datatype, shape, raw).reshape(shape).copy()
         except TensorBytesError as err:
             self.refused.inc()
             raise InferenceError(str(err)) from err
-        return self.predict_array(images, labels)
 
-    def predict_array(self, images: np.ndarray, labels: str | None) -> np.ndarray:
-        """The direct path's answer to `images`, a writable array of the dtype and shape it takes
-        (`self.direct.takes`: float32 (N, 1, 28, 28) for the sandbox's model), counted as `predict` counts its
-        answers; `labels` is the request's LABELS_HEADER value, or None. The answer is the module's, float32
-        (N, 10) probabilities for it.
+    def predict_arrays(self, batches: Sequence[np.ndarray], labels: Sequence[str | None]) -> list[np.ndarray]:
+        """The direct path's answer to each request of `batches` in one forward pass, each counted as `predict`
+        counts its answers. A request's images are an array of the dtype and shape the direct path takes
+        (`self.direct.takes`: float32 (N, 1, 28, 28) for the sandbox's model), and its answer the module's
+        rows for them (float32 (N, 10) probabilities); `labels` holds each request's LABELS_HEADER value, or
+        None.
 
         Raises InferenceError (400 / INVALID_ARGUMENT) when this version has no direct path; whatever the module
-        raises, counted as a failure.
+        raises, counted as a failure of each request.
         """
         direct = self.direct
         if direct is None:
             raise InferenceError(f"model {self.name!r} has no direct path")
         try:
-            answer = direct.predict(images)
+            answer = direct.predict(batches[0] if len(batches) == 1 else np.concatenate(batches))
         except Exception:
-            self.failed.inc()
+            self.failed.inc(len(batches))
             raise
-        self._count_answer(answer, lambda images: labels_in(labels, images))
-        return answer
+        answers = (
+            np.split(answer, np.cumsum([len(images) for images in batches[:-1]])) if len(batches) > 1 else [answer]
+        )
+        for rows, text in zip(answers, labels, strict=True):
+            self._count_answer(rows, lambda images, text=text: labels_in(text, images))  # type: ignore[misc]
+        return answers
 
     def _count_answer(self, answer: object, labels: Callable[[int], np.ndarray | None]) -> None:
         """Count an answer as served, and its digits right or wrong against `labels(number of images)`; arm the

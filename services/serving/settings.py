@@ -85,7 +85,8 @@ class ServingSettings(SandboxSettings):
     services/serving/runtime.py): they stalled the server for long pauses under load."""
     max_batch_size: int = Field(16, ge=0, le=1024, validation_alias="MLSERVER_MODEL_MAX_BATCH_SIZE")
     """MLServer's adaptive batching: requests that arrive together run as one batch of up to this many
-    requests (0 or 1: off)."""
+    requests (0 or 1: off). It caps the direct path's shared forward passes too (services/serving/shortcut.py),
+    which wait for no one."""
     max_batch_time: float = Field(0.0002, ge=0, le=1, validation_alias="MLSERVER_MODEL_MAX_BATCH_TIME")
     """Seconds a request may wait for others to join its batch (see SANDBOX_SERVING_BATCHER). A lone request
     may wait this long, so it is kept well under the cost of one request."""

@@ -2,17 +2,21 @@
 JSON's (services/serving/rest_direct.py).
 
 Each answers a request the direct path takes (services/serving/direct.py) without MLServer's pydantic types,
-codecs and adaptive batching, inside MLServer's data plane's `_infer_contextmanager` (its model metrics and
-model context), and must give the answer MLServer's path gives, field for field: the names, content types and
-CloudEvents headers below are MLServer 1.7.1's, and the tests of both compare the two paths' answers.
+codecs and adaptive batching (requests that arrive together share a forward pass: Gathered), inside MLServer's
+data plane's `_infer_contextmanager` (its model metrics and model context), and must give the answer
+MLServer's path gives, field for field: the names, content types and CloudEvents headers below are MLServer
+1.7.1's, and the tests of both compare the two paths' answers.
 
 This module imports neither torch nor MLflow: MLServer imports it with the patches, before it loads a model.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Protocol
 
+import numpy as np
 from mlserver.handlers import DataPlane
 from mlserver.types import InferenceResponse
 from mlserver.utils import extract_headers
@@ -33,7 +37,7 @@ def direct_model(data_plane: DataPlane, model: Any) -> Any:
     cache is off (a shortcut does not consult it). Otherwise None."""
     if data_plane._response_cache is not None or not getattr(model, "ready", False):
         return None
-    if not hasattr(model, "predict_array"):
+    if not isinstance(getattr(model, "gathered", None), Gathered):
         return None  # not the sandbox's runtime
     return getattr(model, "direct", None)
 
@@ -44,3 +48,59 @@ def cloudevents_headers(data_plane: DataPlane, model: Any, response_id: str) -> 
     headers = InferenceResponse.model_construct(id=response_id, parameters=None)
     data_plane._inference_middleware.response_middleware(headers, model.settings)
     return extract_headers(headers) or {}
+
+
+class Predicts(Protocol):
+    """What Gathered needs of a model: the sandbox runtime's `predict_arrays`."""
+
+    def predict_arrays(self, batches: Sequence[np.ndarray], labels: Sequence[str | None]) -> list[np.ndarray]: ...
+
+
+class Gathered:
+    """The direct path's forward passes, shared by the shortcut requests that arrive together.
+
+    A request waits for no one: it runs on the event loop's next turn, with every other shortcut request that
+    reached the loop before that turn, as one forward pass of their images concatenated (at most
+    `max_requests` requests a pass; MLServer's `max_batch_size`, MLSERVER_MODEL_MAX_BATCH_SIZE). Under load
+    those are the requests the servers read from their sockets together; one client at a time runs alone. This
+    is what MLServer's adaptive batching gives its own path, without its wait (`max_batch_time`), its pydantic
+    merge and split, or its queue: one forward pass of 16 single images costs about as much as one of a single
+    image. A batched answer can differ from the single one in the last bits of float32 (the matrix products sum
+    in another order), as under MLServer's batching.
+
+    A failed pass fails every request in it with the same exception. `max_requests` 0 or 1: each request runs
+    alone, at once.
+    """
+
+    def __init__(self, model: Predicts, max_requests: int) -> None:
+        self.model = model
+        self.max_requests = max_requests
+        self.waiting: list[tuple[np.ndarray, str | None, asyncio.Future[np.ndarray]]] = []
+
+    async def predict(self, images: np.ndarray, labels: str | None) -> np.ndarray:
+        """The model's answer to `images` (the direct path's dtype and shape); `labels` is the request's
+        LABELS_HEADER value, or None. Raises what the model's `predict_arrays` raises."""
+        if self.max_requests <= 1:
+            return self.model.predict_arrays([images], [labels])[0]
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((images, labels, future))
+        if len(self.waiting) == 1:
+            future.get_loop().call_soon(self._run)
+        return await future
+
+    def _run(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for start in range(0, len(waiting), self.max_requests):
+            batch = waiting[start : start + self.max_requests]
+            try:
+                answers = self.model.predict_arrays(
+                    [images for images, _, _ in batch], [labels for _, labels, _ in batch]
+                )
+            except Exception as err:  # every request of the pass gets it, as its own failure
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(err)
+                continue
+            for (_, _, future), answer in zip(batch, answers, strict=True):
+                if not future.done():  # a client that went away cancelled its request
+                    future.set_result(answer)

@@ -119,13 +119,13 @@ def direct_calls(plane: Plane, monkeypatch: pytest.MonkeyPatch) -> list[tuple[in
     model = asyncio.run(plane.data_plane._model_registry.get_model("digits"))
     assert isinstance(model, RegistryModelRuntime)
     calls: list[tuple[int, ...]] = []
-    original = model.predict_raw
+    original = model.predict_arrays
 
-    def counted(*args: Any) -> np.ndarray:
-        calls.append(tuple(args[2]))
-        return original(*args)
+    def counted(batches: list[np.ndarray], labels: list[str | None]) -> list[np.ndarray]:
+        calls.extend(images.shape for images in batches)
+        return original(batches, labels)
 
-    monkeypatch.setattr(model, "predict_raw", counted)
+    monkeypatch.setattr(model, "predict_arrays", counted)
     return calls
 
 
@@ -170,7 +170,7 @@ def test_bytes_that_do_not_fit_the_shape_are_invalid_argument_and_counted_as_ref
     assert sample("served_model_failed_requests_total", **refused) == before + 1
     response, _ = infer(servers.direct, raw_request(IMAGES))  # and the server goes on
     assert len(response.raw_output_contents[0]) == 3 * 10 * 4
-    assert direct_calls == [IMAGES.shape, IMAGES.shape]
+    assert direct_calls == [IMAGES.shape], "the refused request reached no forward pass"
 
 
 @pytest.mark.parametrize(

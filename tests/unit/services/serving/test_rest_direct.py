@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 from mlops_sandbox.v2 import LABELS_HEADER
 from services.serving import patches
 from services.serving.runtime import RegistryModelRuntime
+from services.serving.shortcut import Gathered
 from tests.unit.services.serving.conftest import Plane
 from tests.unit.services.serving.test_binary_rest import post
 from tests.unit.services.serving.test_runtime import IMAGES
@@ -63,13 +64,13 @@ def direct_calls(plane: Plane, monkeypatch: pytest.MonkeyPatch) -> list[tuple[in
     model = asyncio.run(plane.data_plane._model_registry.get_model("digits"))
     assert isinstance(model, RegistryModelRuntime)
     calls: list[tuple[int, ...]] = []
-    original = model.predict_array
+    original = model.predict_arrays
 
-    def counted(images: np.ndarray, labels: str | None) -> np.ndarray:
-        calls.append(images.shape)
-        return original(images, labels)
+    def counted(batches: list[np.ndarray], labels: list[str | None]) -> list[np.ndarray]:
+        calls.extend(images.shape for images in batches)
+        return original(batches, labels)
 
-    monkeypatch.setattr(model, "predict_array", counted)
+    monkeypatch.setattr(model, "predict_arrays", counted)
     return calls
 
 
@@ -123,6 +124,38 @@ def test_a_direct_answer_is_counted_as_mlservers_path_counts_it(
     correct = str(digit == "3").lower()
     counted = sample("served_model_labelled_predictions_total", **labels, digit=digit, correct=correct)
     assert counted == labelled_before[digit, correct] + 1, "the label in the header was counted against the answer"
+
+
+def test_requests_that_arrive_together_share_one_forward_pass_and_each_gets_its_answer(
+    plane: Plane, apps: tuple[object, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = asyncio.run(plane.data_plane._model_registry.get_model("digits"))
+    passes: list[int] = []
+    original = model.predict_arrays
+
+    def counted(batches: list[np.ndarray], labels: list[str | None]) -> list[np.ndarray]:
+        passes.append(len(batches))
+        return original(batches, labels)
+
+    monkeypatch.setattr(model, "predict_arrays", counted)
+    # As the sandbox serves (MLSERVER_MODEL_MAX_BATCH_SIZE=16); the test plane's model has MLServer's default, 0.
+    monkeypatch.setattr(model, "gathered", Gathered(model, 16))
+    served = {"model_name": "digits", "model_version": "7"}
+    before = sample("served_model_requests_total", **served)
+    bodies = [request(IMAGES[index : index + 1], id=f"r{index}") for index in range(3)]
+
+    async def together() -> list[Answer]:
+        return list(await asyncio.gather(*(post(apps[0], INFER, body, JSON) for body in bodies)))
+
+    answers = asyncio.run(together())
+    assert passes == [3], "the three requests ran as one forward pass"
+    assert sample("served_model_requests_total", **served) == before + 3
+    for index, (status, headers, body) in enumerate(answers):
+        assert status == 200 and headers["ce-id"] == f"r{index}"
+        alone = orjson.loads(both(apps, bodies[index])[1][2])["outputs"][0]["data"]  # MLServer's answer, alone
+        together_ = orjson.loads(body)["outputs"][0]["data"]
+        np.testing.assert_allclose(together_, alone, rtol=1e-5, atol=1e-7)  # float32, summed in another order
+        assert int(np.argmax(together_)) == int(np.argmax(alone))
 
 
 ONE = {"name": "input-0", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": IMAGES[0].ravel().tolist()}
