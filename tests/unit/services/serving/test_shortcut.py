@@ -81,3 +81,30 @@ def test_a_failed_pass_fails_each_of_its_requests_and_the_next_pass_runs() -> No
     model.fail = False
     assert all(isinstance(answer, np.ndarray) for answer in run_together(gathered, requests(2)))
     assert model.passes == [["0", "1", "2"], ["0", "1"]]
+
+
+def arriving_turns_apart(gathered: Gathered, turns: int) -> None:
+    """Two requests, the second starting `turns` turns of the event loop after the first."""
+
+    async def later(left: int) -> None:
+        for _ in range(left):
+            await asyncio.sleep(0)  # one turn of the loop
+        await gathered.predict(requests(1)[0], "late")
+
+    async def run() -> None:
+        await asyncio.gather(gathered.predict(requests(1)[0], "first"), later(turns))
+
+    asyncio.run(run())
+
+
+def test_under_load_a_pass_waits_two_turns_for_company_and_alone_it_does_not() -> None:
+    model = Recorder()
+    gathered = Gathered(model, 16)
+    arriving_turns_apart(gathered, 2)  # nothing before it: the first runs at once, alone
+    assert model.passes == [["first"], ["late"]]
+    run_together(gathered, requests(2))  # a pass with company
+    model.passes.clear()
+    arriving_turns_apart(gathered, 2)
+    assert model.passes == [["first", "late"]], "under load, a request two turns later joined the pass"
+    arriving_turns_apart(gathered, 6)
+    assert model.passes == [["first", "late"], ["first"], ["late"]], "the wait is bounded"
