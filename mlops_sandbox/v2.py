@@ -13,6 +13,7 @@ elsewhere), so the clients of this project survive a change of server. Two thing
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -60,12 +61,21 @@ def fp32_input(module: Any, images: np.ndarray) -> Any:
 
 
 def rest_request_body(images: np.ndarray) -> bytes:
-    """The JSON body of a V2 REST inference request for float32 images (N, 1, 28, 28), as tritonclient writes it.
+    """The JSON body of a V2 REST inference request for float32 images (N, 1, 28, 28) whose answer is JSON too:
+    tritonclient's JSON body without the request parameter `"binary_data_output": true` that it adds when no
+    output is named. MLServer 1.7.1 ignores that parameter in a JSON request; KServe's server honours it and
+    answers with binary outputs, which a reader of JSON answers cannot parse. Without parameters, the sandbox's
+    serving answers it on its direct path (services/serving/rest_direct.py).
 
     For load generators and tests that send the same request many times.
     """
     body, _ = httpclient.InferenceServerClient.generate_request_body([fp32_input(httpclient, images)])
-    return body
+    document = json.loads(body)
+    parameters = document.pop("parameters", {})
+    parameters.pop("binary_data_output", None)
+    if parameters:
+        document["parameters"] = parameters
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 class V2Client:

@@ -45,6 +45,7 @@ import mlflow
 import numpy as np
 
 from mlops_sandbox.processes import stop_on_sigterm
+from mlops_sandbox.v2 import rest_request_body
 from tools.benchmark import kserve_env, load, profile, servers
 from tools.benchmark.load import Measurement
 from tools.benchmark.profile import Profile
@@ -55,7 +56,6 @@ from tools.benchmark.setup import (
     check_rest_binary,
     grpc_request,
     rest_binary_request_body,
-    rest_json_request_body,
     throwaway_registry,
 )
 
@@ -116,7 +116,7 @@ class Bench:
     @cached_property
     def v2_bodies(self) -> dict[int, bytes]:
         """V2 JSON request bodies (JSON answers) by batch size, serialized once for every server."""
-        return {batch: rest_json_request_body(images) for batch, images in self.images.items()}
+        return {batch: rest_request_body(images) for batch, images in self.images.items()}
 
     @cached_property
     def binary_bodies(self) -> dict[int, tuple[bytes, int]]:

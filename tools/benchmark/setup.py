@@ -13,7 +13,7 @@ import requests
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2 as pb
 
-from mlops_sandbox.v2 import INPUT_NAME, rest_request_body
+from mlops_sandbox.v2 import INPUT_NAME
 from tools.benchmark import load, servers
 from tools.ports import free_port
 
@@ -63,18 +63,6 @@ def throwaway_registry(work: Path, train_limit: int) -> Iterator[tuple[str, str]
         if trained.returncode != 0:
             raise RuntimeError(f"training failed:\n{trained.stdout[-2000:]}\n{trained.stderr[-3000:]}")
         yield tracking_uri, json.loads(result.read_text())["version"]
-
-
-def rest_json_request_body(images: np.ndarray) -> bytes:
-    """A V2 JSON request body for float32 images (N, 1, 28, 28) whose answer is JSON too: tritonclient's JSON
-    body without the `"binary_data_output": true` it adds when no output is named. MLServer ignores that
-    parameter in a JSON request; KServe honours it and answers with binary outputs, which would make its JSON
-    case a different one from the others'."""
-    document = json.loads(rest_request_body(images))
-    document.get("parameters", {}).pop("binary_data_output", None)
-    if not document.get("parameters"):
-        document.pop("parameters", None)
-    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def grpc_request(model: str, images: np.ndarray) -> bytes:
