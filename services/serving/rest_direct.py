@@ -70,6 +70,14 @@ def plain_tensor(document: Any) -> tuple[str | None, str, list[int], Any] | None
     return request_id, datatype, shape, tensor["data"]
 
 
+def request_of(body: bytes) -> tuple[str | None, str, list[int], Any] | None:
+    """`plain_tensor` of a JSON request body; None when the body is not JSON, or not such a request."""
+    try:
+        return plain_tensor(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        return None
+
+
 def decoded(datatype: str, shape: list[int], data: Any) -> np.ndarray | None:
     """`data` as MLServer's NumpyCodec decodes it (`np.array(data, dtype).reshape(shape)`: a new, writable
     array), or None when numpy cannot (values that are not numbers, ragged lists) or the values do not fill
@@ -133,10 +141,7 @@ class DirectJsonMiddleware:
 
     async def _answered(self, scope: Scope, body: bytes, name: str, version: str | None, send: Send) -> bool:
         """Answer the request on the direct path; False, having sent nothing, when that path does not take it."""
-        try:
-            request = plain_tensor(orjson.loads(body))
-        except orjson.JSONDecodeError:
-            return False
+        request = request_of(body)
         if request is None:
             return False
         request_id, datatype, shape, data = request

@@ -176,6 +176,10 @@ class RegistryModelRuntime(MLflowRuntime):
 
     async def unload(self) -> bool:
         unloaded = await super().unload()
+        # A reload in place unloads this copy once the new one serves; requests gathered for this copy before
+        # the switch are answered by it first (a pass that ran after would find no module: a 400).
+        if (gathered := getattr(self, "gathered", None)) is not None:  # None: unloaded before its load finished
+            gathered.flush()
         self.direct = None
         self._refreeze()
         return unloaded

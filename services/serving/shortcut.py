@@ -98,6 +98,11 @@ class Gathered:
             future.get_loop().call_soon(self._turn, TURNS_UNDER_LOAD if self.had_company else 0)
         return await future
 
+    def flush(self) -> None:
+        """Run the passes of the requests gathered so far, now (the model is about to let go of its module)."""
+        if self.waiting:
+            self._run()
+
     def _turn(self, left: int) -> None:
         if left > 0 and len(self.waiting) < self.max_requests:
             asyncio.get_running_loop().call_soon(self._turn, left - 1)

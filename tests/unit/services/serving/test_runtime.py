@@ -299,3 +299,26 @@ def test_once_requests_stop_the_heap_is_trimmed_once(saved_model: Path, monkeypa
 
     asyncio.run(predict_then_idle())
     assert trimmer.trims == 1
+
+
+def test_requests_gathered_before_an_unload_are_answered_by_that_copy(saved_model: Path) -> None:
+    """A reload in place unloads the old copy while requests gathered for it may wait for their pass (a turn or
+    three of the event loop): they are answered by it, not refused for a module it no longer has."""
+    settings = ModelSettings(
+        name="digits",
+        implementation=RegistryModelRuntime,
+        max_batch_size=16,  # as served (MLSERVER_MODEL_MAX_BATCH_SIZE)
+        parameters=ModelParameters(uri=str(saved_model), extra={"registry_version": "7"}),
+    )
+
+    async def run() -> np.ndarray:
+        model = RegistryModelRuntime(settings)
+        await model.load()
+        pending = asyncio.ensure_future(model.gathered.predict(IMAGES.copy(), None))
+        await asyncio.sleep(0)  # the request is gathered; its pass is due on a later turn
+        assert model.gathered.waiting, "the request waits for its pass"
+        await model.unload()
+        return await pending
+
+    answer = asyncio.run(run())
+    assert answer.shape == (3, 10) and np.allclose(answer.sum(axis=1), 1.0, atol=1e-5)
