@@ -33,9 +33,11 @@ EVENT_LOOP_FRAME = "(asyncio/runners.py"
 # its stack, so the order decides nesting (the model's forward pass runs inside the request handler).
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("model forward pass (torch)", ("Module._call_impl",)),
-    ("JSON parsing (orjson)", ("Request.json (",)),
-    ("tensor decoding (JSON list or raw bytes -> numpy)", ("_to_ndarray", "inject_raw")),
-    ("adaptive batching (queue, merge, split)", ("AdaptiveBatcher", "BatchedRequests")),
+    # request_of, decoded, raw_images, Gathered, answer_json, answer_of: the shortcuts past MLServer's path
+    # (services/serving/rest_direct.py, grpc_direct.py, shortcut.py).
+    ("JSON parsing (orjson)", ("Request.json (", "request_of (")),
+    ("tensor decoding (JSON list or raw bytes -> numpy)", ("_to_ndarray", "inject_raw", "decoded (", "raw_images")),
+    ("adaptive batching (queue, merge, split)", ("AdaptiveBatcher", "BatchedRequests", "Gathered", "predict_arrays")),
     ("request validation (FastAPI/pydantic, protobuf conversion)", ("solve_dependencies", "RequestConverter")),
     (
         "response encoding and sending",
@@ -45,9 +47,13 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
             "Response.__call__",
             "ResponseConverter",
             "RequestResponseCycle.send",
+            "answer_json (",
+            "answer_of (",
+            "respond (",
+            "cloudevents_headers",
         ),
     ),
-    ("Prometheus metrics", ("prometheus_client", "get_matching_route_path")),
+    ("Prometheus metrics", ("prometheus_client", "get_matching_route_path", "_infer_contextmanager")),
     (
         "HTTP/gRPC plumbing (uvicorn, Starlette, FastAPI, grpc.aio, MLServer)",
         ("run_asgi", "data_received", "InferenceServicer", "handle_mlserver_error", "PromServerInterceptor"),

@@ -31,3 +31,16 @@ def test_samples_of_the_event_loop_are_summed_by_stage() -> None:
 def test_the_innermost_work_wins_over_the_handler_around_it() -> None:
     forward_inside_batching = f"{HANDLER};AdaptiveBatcher._batcher (x.py:1);Module._call_impl (m.py:1)"
     assert stage_of(forward_inside_batching) == "model forward pass (torch)"
+
+
+def test_the_shortcuts_stages_are_named() -> None:
+    middleware = f"{HANDLER};DirectJsonMiddleware.__call__ (services/serving/rest_direct.py:130)"
+    answered = f"{middleware};DirectJsonMiddleware._answered (services/serving/rest_direct.py:140)"
+    assert stage_of(f"{answered};request_of (services/serving/rest_direct.py:70)") == "JSON parsing (orjson)"
+    assert stage_of(f"{answered};decoded (services/serving/rest_direct.py:81)").startswith("tensor decoding")
+    assert stage_of(f"{answered};answer_json (services/serving/rest_direct.py:187)").startswith("response encoding")
+    gathered = f"{LOOP};Gathered._run (services/serving/shortcut.py:110)"
+    assert stage_of(f"{gathered};RegistryModelRuntime.predict_arrays (services/serving/runtime.py:237)").startswith(
+        "adaptive batching"
+    )
+    assert stage_of(f"{gathered};Module._call_impl (torch/nn/modules/module.py:1794)") == "model forward pass (torch)"
