@@ -68,3 +68,20 @@ def plane(saved_model: Path) -> Plane:
         return Plane(settings, DataPlane(settings, registry), handlers)
 
     return asyncio.run(build())
+
+
+@pytest.fixture()
+def direct_calls(plane: Plane, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """The shapes of the requests the loaded model's direct path answered (through the gRPC or REST shortcut),
+    one by one (its real answers go on)."""
+    model = asyncio.run(plane.data_plane._model_registry.get_model("digits"))
+    assert isinstance(model, RegistryModelRuntime)
+    calls: list[tuple[int, ...]] = []
+    original = model.predict_arrays
+
+    def counted(batches: list[np.ndarray], labels: list[str | None]) -> list[np.ndarray]:
+        calls.extend(images.shape for images in batches)
+        return original(batches, labels)
+
+    monkeypatch.setattr(model, "predict_arrays", counted)
+    return calls

@@ -21,7 +21,6 @@ from prometheus_client import REGISTRY
 
 from mlops_sandbox.v2 import LABELS_HEADER
 from services.serving import patches
-from services.serving.runtime import RegistryModelRuntime
 from tests.unit.services.serving.conftest import Plane
 from tests.unit.services.serving.test_runtime import IMAGES
 from tools.ports import free_port
@@ -111,22 +110,6 @@ def refusal(target: str, request: pb.ModelInferRequest) -> grpc.RpcError:
 
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-@pytest.fixture()
-def direct_calls(plane: Plane, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
-    """The shapes the loaded model's direct path answered, call by call (its real answers go on)."""
-    model = asyncio.run(plane.data_plane._model_registry.get_model("digits"))
-    assert isinstance(model, RegistryModelRuntime)
-    calls: list[tuple[int, ...]] = []
-    original = model.predict_arrays
-
-    def counted(batches: list[np.ndarray], labels: list[str | None]) -> list[np.ndarray]:
-        calls.extend(images.shape for images in batches)
-        return original(batches, labels)
-
-    monkeypatch.setattr(model, "predict_arrays", counted)
-    return calls
 
 
 def test_a_raw_request_is_answered_as_mlservers_path_answers_it_field_for_field(

@@ -16,7 +16,6 @@ from prometheus_client import REGISTRY
 
 from mlops_sandbox.v2 import LABELS_HEADER
 from services.serving import patches
-from services.serving.runtime import RegistryModelRuntime
 from services.serving.shortcut import Gathered
 from tests.unit.services.serving.conftest import Plane
 from tests.unit.services.serving.test_binary_rest import post
@@ -56,22 +55,6 @@ def request(images: np.ndarray, *, nested: bool = False, **fields: Any) -> bytes
     data = images.tolist() if nested else images.ravel().tolist()
     tensor = {"name": "input-0", "shape": list(images.shape), "datatype": "FP32", "data": data}
     return orjson.dumps({"inputs": [tensor], **fields})
-
-
-@pytest.fixture()
-def direct_calls(plane: Plane, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
-    """The shapes the loaded model's direct path answered from JSON, call by call (its real answers go on)."""
-    model = asyncio.run(plane.data_plane._model_registry.get_model("digits"))
-    assert isinstance(model, RegistryModelRuntime)
-    calls: list[tuple[int, ...]] = []
-    original = model.predict_arrays
-
-    def counted(batches: list[np.ndarray], labels: list[str | None]) -> list[np.ndarray]:
-        calls.extend(images.shape for images in batches)
-        return original(batches, labels)
-
-    monkeypatch.setattr(model, "predict_arrays", counted)
-    return calls
 
 
 @pytest.mark.parametrize("nested", [False, True], ids=["flat data", "nested data"])
