@@ -139,7 +139,10 @@ class RouterAdmin:
         """Route `candidate_percent` of requests to the candidate and mirror `shadow_percent` of the rest to it.
 
         Both are percents from 0 to 100, rounded to 0.01; both change in one admin request, so no request sees
-        one without the other. Requests sent after it returns see the new split; open connections stay open.
+        one without the other. Open connections stay open. Envoy's admin thread hands the change to each worker
+        thread's event loop (its thread-local storage: "Envoy threading model", blog.envoyproxy.io), so a request
+        that a busy worker takes in the first milliseconds after this returns may still see the old split
+        (tests/e2e/test_router.py saw one of 150 on a loaded 2-core machine); later ones see the new split.
         ValueError for a percent out of range; RouterUnavailable when the admin API cannot be reached or
         refuses.
         """

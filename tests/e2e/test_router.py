@@ -205,6 +205,12 @@ def test_a_10_percent_canary_gets_10_percent_of_requests(running: Router) -> Non
     assert running.candidate.count("mirrored") == 0
 
 
+WORKERS_TAKE_THE_SPLIT = 0.2
+"""Seconds after set_split returns during which a request may still see the old split: Envoy's worker threads
+take a runtime change from its admin thread on their next turn (RouterAdmin.set_split). One request in 150 did,
+once, with the machine loaded by a compose build."""
+
+
 def test_changing_the_split_under_load_loses_no_request(running: Router) -> None:
     steps = [0.0, 10.0, 50.0, 100.0, 0.0]
     per_step = 150
@@ -236,6 +242,7 @@ def test_changing_the_split_under_load_loses_no_request(running: Router) -> None
         for index, percent in enumerate(steps):
             step = None
             running.admin.set_split(percent)
+            time.sleep(WORKERS_TAKE_THE_SPLIT)
             step = index
             wait_for(reached(index), service="the client", address=running.rest_url, timeout=60, interval=0.02)
     finally:
@@ -250,7 +257,7 @@ def test_changing_the_split_under_load_loses_no_request(running: Router) -> None
     assert set(answers[0]) == {"production"}
     assert 0 < answers[1].count("candidate") < answers[1].count("production")
     assert set(answers[2]) == {"production", "candidate"}
-    # Every request sent after set_split returned saw the new split.
+    # Every request sent once Envoy's workers had the change saw the new split.
     assert set(answers[3]) == {"candidate"} and set(answers[4]) == {"production"}
 
 
