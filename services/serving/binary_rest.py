@@ -35,6 +35,11 @@ HEADER_LENGTH = "inference-header-content-length"
 INFER_PATH = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
 
 
+def inference_route(scope: Scope) -> re.Match[str] | None:
+    """The match of INFER_PATH (groups `name`, `version`) for the request's path below its root path, or None."""
+    return INFER_PATH.fullmatch(scope.get("path", "")[len(scope.get("root_path", "")) :])
+
+
 class BinaryRequestError(ValueError):
     """A binary request whose body does not match its JSON header: a client error (400)."""
 
@@ -158,8 +163,7 @@ class BinaryTensorMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         header_length = self._binary(scope)
-        path = scope.get("path", "")[len(scope.get("root_path", "")) :]
-        match = INFER_PATH.fullmatch(path) if header_length is not None else None
+        match = inference_route(scope) if header_length is not None else None
         if header_length is None or match is None:
             await self.app(scope, receive, send)
             return

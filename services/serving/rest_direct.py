@@ -38,7 +38,7 @@ from mlserver.utils import generate_uuid
 
 from mlops_sandbox.v2 import LABELS_HEADER
 from services.serving.asgi import ASGIApp, Message, Receive, Scope, Send, error, respond
-from services.serving.binary_rest import HEADER_LENGTH, INFER_PATH, read_body
+from services.serving.binary_rest import HEADER_LENGTH, inference_route, read_body
 from services.serving.shortcut import CONTENT_TYPE, DATATYPES, OUTPUT_NAME, cloudevents_headers, direct_model
 from services.serving.tensors import DTYPES
 
@@ -78,13 +78,10 @@ def request_of(body: bytes) -> tuple[str | None, str, list[int], Any] | None:
         return None
 
 
-def decoded(datatype: str, shape: list[int], data: Any) -> np.ndarray | None:
+def decoded(dtype: np.dtype[Any], shape: list[int], data: Any) -> np.ndarray | None:
     """`data` as MLServer's NumpyCodec decodes it (`np.array(data, dtype).reshape(shape)`: a new, writable
     array), or None when numpy cannot (values that are not numbers, ragged lists) or the values do not fill
     `shape` exactly (the runtime refuses those, counted, with its reason)."""
-    dtype = DTYPES.get(datatype)
-    if dtype is None:
-        return None
     try:
         array = np.array(data, dtype)
     except DECODE_ERRORS:
@@ -130,8 +127,7 @@ class DirectJsonMiddleware:
         self.data_plane = data_plane
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")[len(scope.get("root_path", "")) :]
-        match = INFER_PATH.fullmatch(path) if json_body(scope) else None
+        match = inference_route(scope) if json_body(scope) else None
         if match is None:
             await self.app(scope, receive, send)
             return
@@ -153,7 +149,7 @@ class DirectJsonMiddleware:
         dtype = DTYPES.get(datatype)
         if direct is None or dtype is None or not direct.takes(dtype, shape):
             return False
-        images = decoded(datatype, shape, data)
+        images = decoded(dtype, shape, data)
         if images is None:
             return False
         wanted = LABELS_HEADER.encode()

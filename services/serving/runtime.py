@@ -246,7 +246,7 @@ class RegistryModelRuntime(MLflowRuntime):
             np.split(answer, np.cumsum([len(images) for images in batches[:-1]])) if len(batches) > 1 else [answer]
         )
         for rows, text in zip(answers, labels, strict=True):
-            self._count_answer(rows, lambda images, text=text: labels_in(text, images))  # type: ignore[misc]
+            self._count_answer(rows, functools.partial(labels_in, text))
         return answers
 
     def _count_answer(self, answer: object, labels: Callable[[int], np.ndarray | None]) -> None:

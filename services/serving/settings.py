@@ -73,8 +73,9 @@ class ServingSettings(SandboxSettings):
     """Run a PyTorch model directly for requests that already match its signature, instead of through
     MLflow's pyfunc checks (services/serving/direct.py); other requests take MLflow's path either way. With
     SANDBOX_SERVING_FAST_TENSORS, a gRPC request of one such raw tensor, or a REST JSON request of one such tensor
-    and nothing else, is answered straight from the protobuf or the JSON, one at a time, without MLServer's data
-    plane path or adaptive batching (services/serving/grpc_direct.py, rest_direct.py)."""
+    and nothing else, is answered straight from the protobuf or the JSON, without MLServer's data plane path or
+    adaptive batching, in forward passes shared with the requests that arrive with it (services/serving/
+    grpc_direct.py, rest_direct.py, shortcut.py)."""
     fast_tensors: bool = Field(True, validation_alias="SANDBOX_SERVING_FAST_TENSORS")
     """Read raw gRPC tensors and V2 binary REST tensors (tritonclient's default) with np.frombuffer instead of
     MLServer's Python lists, and answer the requests the direct path takes without MLServer's request path
