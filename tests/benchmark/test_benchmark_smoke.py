@@ -7,18 +7,18 @@ the report's handling of (e) and of --repeat is unit-tested in tests/unit/tools/
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.support import module_env, run_module
+from tools.benchmark import load
 
 pytestmark = pytest.mark.e2e
 
 
 def test_benchmark_writes_a_table(tmp_path: Path, mnist_root: Path) -> None:
-    assert shutil.which("wrk"), "wrk is missing: apt-get install wrk (.ci/run installs it)"
+    assert load.missing_load_generators() is None, f"{load.missing_load_generators()} (.ci/run installs them)"
     out = tmp_path / "bench"
     done = run_module(
         "tools.benchmark.serving",

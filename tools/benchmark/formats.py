@@ -11,12 +11,12 @@ busy machine slows both alike:
   machine change far less than wall time) of the module as `mlflow.pytorch.load_model` gives it, and of the
   module that serving's direct path runs (services/serving/direct.py), for batches of 1 and 32 on one thread;
 - served: this project's serving as shipped (python -m services.serving.entrypoint), one server per version,
-  both running, loaded in turn with wrk (REST JSON) and the benchmark's gRPC client, one client each: the CPU
+  both running, loaded in turn with wrk (REST JSON) and h2load (gRPC), one client each: the CPU
   time the `mlserver` process (which parses, infers and answers) spent per request, and requests/s (wall time:
   noisy on a busy machine).
 
 What is reported is the ratio pt2 / pickle of each pair measured back to back (median, lowest and highest
-over the rounds), never an absolute figure. Needs wrk. Serving runs in child processes that import this
+over the rounds), never an absolute figure. Needs wrk and h2load. Serving runs in child processes that import this
 project as installed: run from a second checkout with PYTHONPATH=. so that they run that checkout's code.
 """
 
@@ -191,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="in-process,served", help="in-process, served, or both (the default)")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
-    if shutil.which("wrk") is None and "served" in parts:
-        print("error: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
+    if "served" in parts and (missing := load.missing_load_generators()):
+        print(f"error: {missing}", file=sys.stderr)
         return 2
     from tools.benchmark.setup import throwaway_server
 

@@ -1,4 +1,4 @@
-"""Load generators of the serving benchmark: wrk for REST, an async gRPC client, and in-process calls.
+"""Load generators of the serving benchmark: wrk for REST, h2load for gRPC (both C), and in-process calls.
 
 Each runs closed-loop (every client sends its next request when the previous answer arrives) for a
 bounded time and returns one `Measurement`. Traffic goes to loopback addresses only.
@@ -6,10 +6,11 @@ bounded time and returns one `Measurement`. Traffic goes to loopback addresses o
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import resource
+import shutil
+import struct
 import subprocess
 import tempfile
 import threading
@@ -22,6 +23,8 @@ import grpc
 import numpy as np
 
 WRK_SCRIPT = Path(__file__).with_name("post.lua")
+LOAD_GENERATORS = {"wrk": "wrk", "h2load": "nghttp2-client"}
+"""The load generators of served configs, and the Debian/Ubuntu package of each."""
 GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
@@ -34,8 +37,8 @@ class Measurement:
     p99_ms: float
     batch: int
     client_cpu_per_request_ms: float | None = None
-    """CPU time the load generator itself spent per request (Python clients only): its ceiling is
-    about 1000 / this value requests/s per core, which shows whether it, not the server, limits."""
+    """CPU time the load generator itself spent per request (h2load's, for gRPC): its ceiling is about
+    1000 / this value requests/s per core, which shows whether it, not the server, limits."""
 
     @property
     def req_s(self) -> float:
@@ -44,6 +47,15 @@ class Measurement:
     @property
     def img_s(self) -> float:
         return self.req_s * self.batch
+
+
+def missing_load_generators() -> str | None:
+    """An error message naming the load generators not installed (and how to install them), or None."""
+    missing = [name for name in LOAD_GENERATORS if shutil.which(name) is None]
+    if not missing:
+        return None
+    packages = " ".join(LOAD_GENERATORS[name] for name in missing)
+    return f"{' and '.join(missing)} not installed (Debian/Ubuntu: apt-get install {packages})"
 
 
 def _percentiles(latencies: list[float]) -> tuple[float, float]:
@@ -79,45 +91,69 @@ def wrk(
     return Measurement(requests - errors, duration_us / 1e6, errors, p50 / 1000, p99 / 1000, batch)
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+GRPC_FRAME_PREFIX = 5
+"""Bytes before each gRPC message on the wire: a compressed flag and a big-endian uint32 length (gRPC over
+HTTP/2, "Length-Prefixed-Message", https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md)."""
 
 
-async def _grpc_load(target: str, request: bytes, clients: int, seconds: float) -> tuple[list[float], int]:
-    latencies: list[float] = []
-    errors = 0
-    # Requests are serialized once up front and answers are not parsed: the client does no per-request
-    # protobuf work, so what is measured is the server.
-    async with grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
-        infer = channel.unary_unary(GRPC_INFER)
-        deadline = time.monotonic() + seconds
+def grpc_frame(message: bytes) -> bytes:
+    """`message` as one uncompressed gRPC length-prefixed message: what goes in an HTTP/2 DATA frame."""
+    return b"\0" + struct.pack(">I", len(message)) + message
 
-        async def client() -> None:
-            nonlocal errors
-            while time.monotonic() < deadline:
-                sent = time.perf_counter()
-                try:
-                    await infer(request, timeout=30)
-                except grpc.aio.AioRpcError:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - sent)
 
-        await asyncio.gather(*(client() for _ in range(clients)))
-    return latencies, errors
+def _answer_length(target: str, request: bytes) -> int:
+    """The length in bytes of the server's answer to `request` (one call, as the load will make it)."""
+    with grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
+        answer: bytes = channel.unary_unary(GRPC_INFER)(request, timeout=60)
+    return len(answer)
+
+
+def _h2load_seconds(text: str) -> float:
+    found = re.search(r"finished in ([\d.]+)(s|ms|us)", text)
+    if not found:
+        raise RuntimeError(f"h2load printed no duration: {text[-1000:]}")
+    return float(found.group(1)) / {"s": 1, "ms": 1e3, "us": 1e6}[found.group(2)]
 
 
 def grpc_infer(target: str, request: bytes, *, clients: int, seconds: float, batch: int) -> Measurement:
-    """Send the serialized ModelInferRequest `request` to `target` (host:port) from `clients` coroutines."""
+    """Send the serialized ModelInferRequest `request` to `target` (host:port) from `clients` HTTP/2 connections,
+    one call at a time each (as wrk's connections for REST), for `seconds`, with h2load (nghttp2's load
+    generator, C, one thread; apt-get install nghttp2-client). A gRPC call is an HTTP/2 POST of the
+    length-prefixed message with `content-type: application/grpc` and `te: trailers`.
+
+    h2load reads HTTP statuses, not gRPC's (which come in the trailers: a failed call is a 200 without a
+    message), so the calls that failed are counted from the bytes: every answer to the same request has the
+    length of the one answer taken first, and a failed call sends none. RuntimeError when that first call
+    fails, when h2load fails, or when the answers' bytes are not a whole number of answers."""
     if not target.startswith(("127.0.0.1:", "localhost:")):
         raise ValueError(f"the benchmark only sends traffic to loopback, not to {target}")
-    cpu, began = _cpu_seconds(), time.monotonic()
-    latencies, errors = asyncio.run(_grpc_load(target, request, clients, seconds))
-    cpu, elapsed = _cpu_seconds() - cpu, time.monotonic() - began
-    p50, p99 = _percentiles(latencies)
-    per_request = 1000 * cpu / max(1, len(latencies) + errors)
-    return Measurement(len(latencies), elapsed, errors, p50, p99, batch, client_cpu_per_request_ms=per_request)
+    answer_bytes = GRPC_FRAME_PREFIX + _answer_length(target, request)
+    with tempfile.TemporaryDirectory() as scratch:
+        body, log = Path(scratch, "request"), Path(scratch, "requests.log")
+        body.write_bytes(grpc_frame(request))
+        argv = ["h2load", f"--clients={clients}", "--max-concurrent-streams=1", "--threads=1"]
+        argv += [f"--duration={max(1, round(seconds))}", f"--data={body}", f"--log-file={log}"]
+        argv += ["--header=content-type: application/grpc", "--header=te: trailers"]
+        cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run(
+            [*argv, f"http://{target}{GRPC_INFER}"], capture_output=True, text=True, timeout=seconds + 60
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # Tab-separated per request: start (us since the epoch), HTTP status, microseconds to the answer's end.
+        durations = [int(line.split("\t")[2]) / 1e6 for line in log.read_text().splitlines()] if log.exists() else []
+    found = re.search(r"traffic: .*? total, .*? headers .*?, \S+ \((\d+)\) data", done.stdout)
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"h2load failed ({done.returncode}): {done.stdout[-1000:]} {done.stderr[-1000:]}")
+    answered, left = divmod(int(found.group(1)), answer_bytes)
+    if left or answered > len(durations):
+        raise RuntimeError(
+            f"gRPC {target}: {found.group(1)} bytes of answers for {len(durations)} calls, not a whole number "
+            f"of {answer_bytes}-byte answers (do the answers' lengths vary?)"
+        )
+    p50, p99 = _percentiles(durations)
+    client_cpu = (after.ru_utime + after.ru_stime) - (cpu.ru_utime + cpu.ru_stime)
+    per_request = 1000 * client_cpu / max(1, len(durations))
+    return Measurement(answered, _h2load_seconds(done.stdout), len(durations) - answered, p50, p99, batch, per_request)
 
 
 def in_process(call: Callable[[], object], *, clients: int, seconds: float, batch: int) -> Measurement:

@@ -208,7 +208,7 @@ def markdown(rows: list[Row], servers: list[Server]) -> str:
     if clients_cpu:
         lines += [
             "",
-            "gRPC load generator CPU per request (its ceiling is about 1000/this req/s per core): "
+            "gRPC load generator (h2load) CPU per request (its ceiling is about 1000/this req/s per core): "
             + ", ".join(
                 f"batch {r.batch} x{r.clients}: {r.result.client_cpu_per_request_ms:.3f} ms" for r in clients_cpu
             ),

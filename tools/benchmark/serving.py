@@ -13,10 +13,11 @@
 
 For each: requests/s, images/s, p50 and p99 latency, for one image and a batch of 32 per request, at 1 and
 16 concurrent clients (closed loop); cold start to ready; RSS of the server's whole process tree. REST load
-comes from wrk (apt install wrk), gRPC load from an asyncio client that sends pre-serialized requests
-(its CPU cost per request is printed with the results). Without --tracking-uri, it starts a throwaway MLflow
-server and trains the shipped model architecture on a slice of MNIST (SANDBOX_MNIST_ROOT). Writes
-<out>/serving-benchmark.md and <out>/serving-benchmark.png. Everything runs on loopback and is stopped at the end.
+comes from wrk (apt install wrk), gRPC load from h2load (apt install nghttp2-client), both C, sending requests
+serialized once (h2load's CPU cost per request is printed with the results). Without --tracking-uri, it
+starts a throwaway MLflow server and trains the shipped model architecture on a slice of MNIST
+(SANDBOX_MNIST_ROOT). Writes <out>/serving-benchmark.md and <out>/serving-benchmark.png. Everything runs on
+loopback and is stopped at the end.
 
 With --repeat N, the whole run (every config, every case) is made N times against the same registered model,
 and the report adds the minimum and median of each ratio over the N runs; the chart shows medians.
@@ -297,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
     if set(args.configs) & {"f", "g"} and "d" not in args.configs:
         parser.error("configs f and g (the router in front of (d)) need d")
-    if shutil.which("wrk") is None and set(args.configs) & {"b", "c", "d", "e", "f", "g"}:
-        print("error: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
+    if set(args.configs) & {"b", "c", "d", "e", "f", "g"} and (missing := load.missing_load_generators()):
+        print(f"error: {missing}", file=sys.stderr)
         return 2
     if args.profile and profile.py_spy() is None:
         print("error: --profile needs py-spy (pip install py-spy; it is in this project's dev extra)", file=sys.stderr)
