@@ -49,6 +49,26 @@ class Measurement:
         return self.req_s * self.batch
 
 
+@dataclass(frozen=True)
+class Target:
+    """One way of sending requests to one config: what each case of the run is measured on."""
+
+    config: str
+    label: str
+    protocol: str
+    run: Callable[[int, int, float], Measurement]  # (batch, clients, seconds) -> one measurement
+
+
+MEASURING_ORDER = ("c", "d", "e", "f", "g", "b", "a")
+
+
+def measuring_order(target: Target) -> tuple[int, int, str]:
+    """REST (JSON, then binary) of every server, then gRPC, then in-process: the configs of each ratio
+    ((d) / (c), (d) / (e), (f) / (d), (g) / (f)) a few seconds apart."""
+    group = {"gRPC": 1, "call": 2}.get(target.protocol, 0)
+    return group, MEASURING_ORDER.index(target.config), target.protocol
+
+
 def missing_load_generators() -> str | None:
     """An error message naming the load generators not installed (and how to install them), or None."""
     missing = [name for name in LOAD_GENERATORS if shutil.which(name) is None]

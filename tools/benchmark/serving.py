@@ -19,6 +19,9 @@ starts a throwaway MLflow server and trains the shipped model architecture on a 
 (SANDBOX_MNIST_ROOT). Writes <out>/serving-benchmark.md and <out>/serving-benchmark.png. Everything runs on
 loopback and is stopped at the end.
 
+Every config of a run is started first; then each case (batch, clients) is measured on every config back to
+back, so that the two sides of each ratio are measured seconds apart (run_once).
+
 With --repeat N, the whole run (every config, every case) is made N times against the same registered model,
 and the report adds the minimum and median of each ratio over the N runs; the chart shows medians.
 
@@ -48,7 +51,7 @@ import numpy as np
 from mlops_sandbox.processes import stop_on_sigterm
 from mlops_sandbox.v2 import rest_request_body
 from tools.benchmark import kserve_env, load, profile, servers
-from tools.benchmark.load import Measurement
+from tools.benchmark.load import Measurement, Target, measuring_order
 from tools.benchmark.profile import Profile
 from tools.benchmark.report import Row, Server, chart, markdown, repeated
 from tools.benchmark.setup import (
@@ -71,47 +74,55 @@ class Bench:
         self.rows: list[Row] = []
         self.servers: list[Server] = []
         self.profiles: list[Profile] = []
+        self.targets: list[Target] = []
 
-    def measure(self, config: str, label: str, protocol: str, run: Callable[[int, int, float], Measurement]) -> None:
-        for batch in self.images:
-            for clients in self.args.clients:
-                if self.args.warmup:
-                    run(batch, clients, self.args.warmup)
-                result = run(batch, clients, self.args.duration)
-                self.rows.append(Row(config, label, protocol, batch, clients, result))
-                print(
-                    f"  ({config}) {protocol:4} batch {batch:2} x{clients:2}: {result.req_s:9,.0f} req/s "
-                    f"{result.img_s:10,.0f} img/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
-                    f"errors {result.errors}",
-                    flush=True,
-                )
+    def measure(self, target: Target, batch: int, clients: int) -> None:
+        if self.args.warmup:
+            target.run(batch, clients, self.args.warmup)
+        result = target.run(batch, clients, self.args.duration)
+        self.rows.append(Row(target.config, target.label, target.protocol, batch, clients, result))
+        print(
+            f"  ({target.config}) {target.protocol:4} batch {batch:2} x{clients:2}: {result.req_s:9,.0f} req/s "
+            f"{result.img_s:10,.0f} img/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
+            f"errors {result.errors}",
+            flush=True,
+        )
 
     def rest(
         self, config: str, label: str, url: str, bodies: dict[int, bytes], expected: dict[int, np.ndarray] | None = None
     ) -> None:
         for batch, body in bodies.items():
             check_rest(url, body, batch, expected[batch] if expected else None)
-        self.measure(config, label, "REST", lambda b, c, s: load.wrk(url, bodies[b], clients=c, seconds=s, batch=b))
+        self.targets.append(
+            Target(config, label, "REST", lambda b, c, s: load.wrk(url, bodies[b], clients=c, seconds=s, batch=b))
+        )
 
     def rest_binary(self, config: str, label: str, url: str) -> None:
         """The V2 binary tensor extension, as tritonclient.http sends it by default (binary in and out)."""
         for batch, (body, length) in self.binary_bodies.items():
             check_rest_binary(url, body, length, batch)
-        self.measure(
-            config,
-            label,
-            "REST binary",
-            lambda b, c, s: load.wrk(
-                url, self.binary_bodies[b][0], clients=c, seconds=s, batch=b, header_length=self.binary_bodies[b][1]
-            ),
+        self.targets.append(
+            Target(
+                config,
+                label,
+                "REST binary",
+                lambda b, c, s: load.wrk(
+                    url, self.binary_bodies[b][0], clients=c, seconds=s, batch=b, header_length=self.binary_bodies[b][1]
+                ),
+            )
         )
 
     def grpc(self, config: str, label: str, target: str) -> None:
         requests_ = self.grpc_requests
         for batch, request in requests_.items():
             check_grpc(target, request, batch)
-        self.measure(
-            config, label, "gRPC", lambda b, c, s: load.grpc_infer(target, requests_[b], clients=c, seconds=s, batch=b)
+        self.targets.append(
+            Target(
+                config,
+                label,
+                "gRPC",
+                lambda b, c, s: load.grpc_infer(target, requests_[b], clients=c, seconds=s, batch=b),
+            )
         )
 
     @cached_property
@@ -172,81 +183,118 @@ def run(args: argparse.Namespace, work: Path) -> list[Bench]:
 
 
 def run_once(bench: Bench, tracking_uri: str, model_uri: str, work: Path) -> None:
+    """One run: every config is started first, one after the other (each one's cold start is timed while the
+    ones before it sit idle), then each case (batch, clients) is measured on every config back to back, (c)
+    beside (d) and (e), (f) and (g) beside (d). So whatever else the machine does meanwhile (another tenant,
+    the CPU's clock) weighs on the two sides of a ratio alike, within seconds of each other, where a run
+    config by config measured them minutes apart. Then RSS after load, and (d) under py-spy with --profile."""
     args = bench.args
+    running: list[tuple[str, str, servers.Running]] = []
+    with ExitStack() as stack:
+        ours = start_configs(bench, stack, tracking_uri, model_uri, work, running)
+        targets = sorted(bench.targets, key=measuring_order)
+        for batch in bench.images:
+            for clients in args.clients:
+                for target in targets:
+                    bench.measure(target, batch, clients)
+        for config, label, srv in running:
+            bench.servers.append(Server(config, label, srv.cold_start_s, srv.rss_mb()))
+        if args.profile and ours is not None:
+            bench.profile(ours, work)
+
+
+def start_configs(
+    bench: Bench,
+    stack: ExitStack,
+    tracking_uri: str,
+    model_uri: str,
+    work: Path,
+    running: list[tuple[str, str, servers.Running]],
+) -> servers.Running | None:
+    """Start the run's configs on `stack`, check that each answers, and add their targets to `bench`; each
+    server goes in `running` with its config and label. Returns (d)'s server, if (d) is in the run."""
+    args = bench.args
+
+    def started(config: str, label: str, srv: servers.Running) -> servers.Running:
+        print(f"({config}) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
+        running.append((config, label, srv))
+        return srv
+
+    if "c" in args.configs:
+        label = "--enable-mlserver, defaults"
+        srv = started("c", label, stack.enter_context(servers.stock_mlserver(tracking_uri, model_uri, work)))
+        bench.rest("c", label, f"{srv.http_url}/v2/models/{servers.STOCK_MLSERVER_MODEL}/infer", bench.v2_bodies)
+    ours = None
+    if "d" in args.configs:
+        label = "ours, as shipped" if not args.ours_env else "ours, " + " ".join(args.ours_env)
+        overrides = dict(item.split("=", 1) for item in args.ours_env)
+        ours = started("d", label, stack.enter_context(servers.ours(tracking_uri, MODEL, work, **overrides)))
+        url = f"{ours.http_url}/v2/models/{MODEL}/infer"
+        bench.rest("d", label, url, bench.v2_bodies)
+        if overrides.get("SANDBOX_SERVING_FAST_TENSORS", "true").lower() != "false":
+            bench.rest_binary("d", label, url)
+        assert ours.grpc_target is not None
+        bench.grpc("d", label, ours.grpc_target)
+    if "e" in args.configs:
+        label = f"KServe {kserve_env.KSERVE_VERSION}, " + (" ".join(args.kserve_env) or "defaults")
+        environment = dict(item.split("=", 1) for item in args.kserve_env)
+        srv = started(
+            "e",
+            label,
+            stack.enter_context(
+                servers.kserve(tracking_uri, model_uri, MODEL, args.kserve_python, work, **environment)
+            ),
+        )
+        url = f"{srv.http_url}/v2/models/{MODEL}/infer"
+        # A server of another environment: its answers must be MLflow's before it is timed.
+        mlflow.set_tracking_uri(tracking_uri)
+        reference = mlflow.pyfunc.load_model(model_uri)
+        expected = {batch: reference.predict(images) for batch, images in bench.images.items()}
+        bench.rest("e", label, url, bench.v2_bodies, expected)
+        bench.rest_binary("e", label, url)
+        assert srv.grpc_target is not None
+        bench.grpc("e", label, srv.grpc_target)
+    if "f" in args.configs and ours is not None:
+        (work / "router-f").mkdir(exist_ok=True)
+        label = "(d) through the router (Envoy)"
+        router = started("f", label, stack.enter_context(servers.routed(ours, work / "router-f")))
+        bench.rest("f", label, f"{router.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies)
+        assert router.grpc_target is not None
+        bench.grpc("f", label, router.grpc_target)
+    if "g" in args.configs and ours is not None:
+        (work / "replica-2").mkdir(exist_ok=True)
+        (work / "router-g").mkdir(exist_ok=True)
+        overrides = dict(item.split("=", 1) for item in args.ours_env)
+        second = stack.enter_context(servers.ours(tracking_uri, MODEL, work / "replica-2", **overrides))
+        label = "two replicas of (d) through the router, 50/50"
+        router = stack.enter_context(servers.routed(ours, work / "router-g", second))
+        print(f"(g) {label}: ready in {router.cold_start_s:.1f} s", flush=True)
+        bench.rest("g", label, f"{router.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies)
+        assert router.grpc_target is not None
+        bench.grpc("g", label, router.grpc_target)
     if "a" in args.configs:
         label = "in-process pyfunc.predict"
         mlflow.set_tracking_uri(tracking_uri)
         began = time.monotonic()
-        model = mlflow.pyfunc.load_model(model_uri)
+        in_process = mlflow.pyfunc.load_model(model_uri)
         bench.servers.append(Server("a", label, time.monotonic() - began, None))
         print(f"(a) {label}: loaded in {bench.servers[-1].cold_start_s:.1f} s", flush=True)
-        bench.measure(
-            "a",
-            label,
-            "call",
-            lambda b, c, s: load.in_process(lambda: model.predict(bench.images[b]), clients=c, seconds=s, batch=b),
+        bench.targets.append(
+            Target(
+                "a",
+                label,
+                "call",
+                lambda b, c, s: load.in_process(
+                    lambda: in_process.predict(bench.images[b]), clients=c, seconds=s, batch=b
+                ),
+            )
         )
     if "b" in args.configs:
         label = "mlflow models serve"
-        with servers.stock_scoring(tracking_uri, model_uri, work) as srv:
-            print(f"(b) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
-            bodies = {b: json.dumps({"inputs": im.tolist()}).encode() for b, im in bench.images.items()}
-            bench.rest("b", label, f"{srv.http_url}/invocations", bodies)
-            bench.servers.append(Server("b", label, srv.cold_start_s, srv.rss_mb()))
-    if "c" in args.configs:
-        label = "--enable-mlserver, defaults"
-        with servers.stock_mlserver(tracking_uri, model_uri, work) as srv:
-            print(f"(c) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
-            url = f"{srv.http_url}/v2/models/{servers.STOCK_MLSERVER_MODEL}/infer"
-            bench.rest("c", label, url, bench.v2_bodies)
-            bench.servers.append(Server("c", label, srv.cold_start_s, srv.rss_mb()))
-    if "d" in args.configs:
-        label = "ours, as shipped" if not args.ours_env else "ours, " + " ".join(args.ours_env)
-        overrides = dict(item.split("=", 1) for item in args.ours_env)
-        with servers.ours(tracking_uri, MODEL, work, **overrides) as srv:
-            print(f"(d) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
-            bench.rest("d", label, f"{srv.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies)
-            if overrides.get("SANDBOX_SERVING_FAST_TENSORS", "true").lower() != "false":
-                bench.rest_binary("d", label, f"{srv.http_url}/v2/models/{MODEL}/infer")
-            assert srv.grpc_target is not None
-            bench.grpc("d", label, srv.grpc_target)
-            bench.servers.append(Server("d", label, srv.cold_start_s, srv.rss_mb()))
-            if args.profile:
-                bench.profile(srv, work)
-            if "f" in args.configs:
-                with servers.routed(srv, work) as router:
-                    label = "(d) through the router (Envoy)"
-                    print(f"(f) {label}: ready in {router.cold_start_s:.1f} s", flush=True)
-                    bench.rest("f", label, f"{router.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies)
-                    assert router.grpc_target is not None
-                    bench.grpc("f", label, router.grpc_target)
-                    bench.servers.append(Server("f", label, router.cold_start_s, router.rss_mb()))
-            if "g" in args.configs:
-                (work / "replica-2").mkdir(exist_ok=True)
-                with (
-                    servers.ours(tracking_uri, MODEL, work / "replica-2", **overrides) as second,
-                    servers.routed(srv, work, second) as router,
-                ):
-                    label = "two replicas of (d) through the router, 50/50"
-                    print(f"(g) {label}: ready in {router.cold_start_s:.1f} s", flush=True)
-                    bench.rest("g", label, f"{router.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies)
-                    assert router.grpc_target is not None
-                    bench.grpc("g", label, router.grpc_target)
-    if "e" in args.configs:
-        label = f"KServe {kserve_env.KSERVE_VERSION}, " + (" ".join(args.kserve_env) or "defaults")
-        environment = dict(item.split("=", 1) for item in args.kserve_env)
-        with servers.kserve(tracking_uri, model_uri, MODEL, args.kserve_python, work, **environment) as srv:
-            print(f"(e) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
-            url = f"{srv.http_url}/v2/models/{MODEL}/infer"
-            # A server of another environment: its answers must be MLflow's before it is timed.
-            mlflow.set_tracking_uri(tracking_uri)
-            model = mlflow.pyfunc.load_model(model_uri)
-            expected = {batch: model.predict(images) for batch, images in bench.images.items()}
-            bench.rest("e", label, url, bench.v2_bodies, expected)
-            bench.rest_binary("e", label, url)
-            assert srv.grpc_target is not None
-            bench.grpc("e", label, srv.grpc_target)
-            bench.servers.append(Server("e", label, srv.cold_start_s, srv.rss_mb()))
+        srv = started("b", label, stack.enter_context(servers.stock_scoring(tracking_uri, model_uri, work)))
+        bodies = {b: json.dumps({"inputs": im.tolist()}).encode() for b, im in bench.images.items()}
+        bench.rest("b", label, f"{srv.http_url}/invocations", bodies)
+    return ours
 
 
 def machine() -> str:
