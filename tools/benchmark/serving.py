@@ -214,6 +214,7 @@ def start_configs(
     """Start the run's configs on `stack`, check that each answers, and add their targets to `bench`; each
     server goes in `running` with its config and label. Returns (d)'s server, if (d) is in the run."""
     args = bench.args
+    overrides = dict(item.split("=", 1) for item in args.ours_env)  # (d)'s settings, and (g)'s second replica's
 
     def started(config: str, label: str, srv: servers.Running) -> servers.Running:
         print(f"({config}) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
@@ -227,7 +228,6 @@ def start_configs(
     ours = None
     if "d" in args.configs:
         label = "ours, as shipped" if not args.ours_env else "ours, " + " ".join(args.ours_env)
-        overrides = dict(item.split("=", 1) for item in args.ours_env)
         ours = started("d", label, stack.enter_context(servers.ours(tracking_uri, MODEL, work, **overrides)))
         url = f"{ours.http_url}/v2/models/{MODEL}/infer"
         bench.rest("d", label, url, bench.v2_bodies)
@@ -264,7 +264,6 @@ def start_configs(
     if "g" in args.configs and ours is not None:
         (work / "replica-2").mkdir(exist_ok=True)
         (work / "router-g").mkdir(exist_ok=True)
-        overrides = dict(item.split("=", 1) for item in args.ours_env)
         second = stack.enter_context(servers.ours(tracking_uri, MODEL, work / "replica-2", **overrides))
         label = "two replicas of (d) through the router, 50/50"
         router = stack.enter_context(servers.routed(ours, work / "router-g", second))
