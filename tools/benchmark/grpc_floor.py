@@ -31,14 +31,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 from mlops_sandbox.processes import start_group, stop_group, stop_on_sigterm
 from mlops_sandbox.waiting import NotReadyYet, wait_for
 from tools.benchmark import kserve_env, load, servers
 from tools.benchmark.grpc_floor_server import LAYERS, MODEL
-from tools.benchmark.serving import machine
-from tools.benchmark.setup import check_grpc, grpc_request, throwaway_registry
 from tools.ports import free_port
 
 CASES = ((1, 1), (1, 16), (32, 1), (32, 16))
@@ -46,10 +45,10 @@ CASES = ((1, 1), (1, 16), (32, 1), (32, 16))
 
 
 @contextmanager
-def bare_server(layer: str, tracking_uri: str, model_uri: str, log_dir: Path) -> Iterator[str]:
+def bare_server(layer: str, tracking_uri: str, model_uri: str, log_dir: Path, probe: bytes) -> Iterator[str]:
     """A grpc_floor_server of `layer` as its own process group; yields its gRPC target (host:port) once it
-    answers an image, and stops the group. Raises RuntimeError when it exits before answering,
-    DependencyUnavailable (naming its address) when it does not answer within 300 s."""
+    answers `probe` (a serialized ModelInferRequest), and stops the group. Raises RuntimeError when it exits
+    before answering, DependencyUnavailable (naming its address) when it does not answer within 300 s."""
     port = free_port()
     argv = [servers.PYTHON, "-m", "tools.benchmark.grpc_floor_server", layer, "--port", str(port)]
     argv += ["--model-uri", model_uri]
@@ -59,22 +58,19 @@ def bare_server(layer: str, tracking_uri: str, model_uri: str, log_dir: Path) ->
             argv, env=servers.clean_env(tracking_uri), stdout=log.fileno(), cwd=str(servers.PROJECT_ROOT)
         )
     target = f"127.0.0.1:{port}"
-    request = grpc_request(MODEL, np.zeros((1, 1, 28, 28), np.float32))
 
-    def probe() -> None:
-        import grpc
-
+    def answers() -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"{layer} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
         try:
-            check_grpc(target, request, 1)
+            load.grpc_call(target, probe)
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.UNAVAILABLE:
                 raise
             raise NotReadyYet(f"{target}: {err.code().name}") from err
 
     try:
-        wait_for(probe, service=layer, address=target, timeout=300, hint=f"log: {log_path}")
+        wait_for(answers, service=layer, address=target, timeout=300, hint=f"log: {log_path}")
         yield target
     finally:
         stop_group(proc.pid, grace=15, leader=proc)
@@ -108,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-limit", type=int, default=2000, help="images to train the throwaway model on")
     parser.add_argument("--out", type=Path, help="also write the table to DIR/grpc-floor.md")
     args = parser.parse_args(argv)
+    # tritonclient's protocol classes (setup's) and MLServer's register the same names: this module stays
+    # importable beside MLServer's (the unit tests import both), so the load side's are imported here.
+    from tools.benchmark.serving import machine
+    from tools.benchmark.setup import check_grpc, grpc_request, throwaway_registry
+
     stop_on_sigterm()  # a stopped run stops the servers it started, as Ctrl+C does
     if missing := load.missing_load_generators():
         print(f"error: {missing}", file=sys.stderr)
@@ -121,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(scratch)
         tracking_uri, version = stack.enter_context(throwaway_registry(work, args.train_limit))
         model_uri = f"models:/{MODEL}/{version}"
-        targets = {layer: stack.enter_context(bare_server(layer, tracking_uri, model_uri, work)) for layer in LAYERS}
+        targets = {
+            layer: stack.enter_context(bare_server(layer, tracking_uri, model_uri, work, requests_[1]))
+            for layer in LAYERS
+        }
         ours = stack.enter_context(servers.ours(tracking_uri, MODEL, work))
         kserve = stack.enter_context(servers.kserve(tracking_uri, model_uri, MODEL, kserve_python, work))
         assert ours.grpc_target is not None and kserve.grpc_target is not None

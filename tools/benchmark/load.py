@@ -121,11 +121,13 @@ def grpc_frame(message: bytes) -> bytes:
     return b"\0" + struct.pack(">I", len(message)) + message
 
 
-def _answer_length(target: str, request: bytes) -> int:
-    """The length in bytes of the server's answer to `request` (one call, as the load will make it)."""
+def grpc_call(target: str, request: bytes) -> bytes:
+    """The server's answer to the serialized ModelInferRequest `request`, serialized: one call, as the load makes
+    it, with no protocol classes (tritonclient's and MLServer's register the same names, and a process can hold
+    only one of them). grpc.RpcError when the call fails."""
     with grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
         answer: bytes = channel.unary_unary(GRPC_INFER)(request, timeout=60)
-    return len(answer)
+    return answer
 
 
 def _h2load_seconds(text: str) -> float:
@@ -148,7 +150,7 @@ def grpc_infer(target: str, request: bytes, *, clients: int, seconds: float, bat
     hold more answers than calls."""
     if not target.startswith(("127.0.0.1:", "localhost:")):
         raise ValueError(f"the benchmark only sends traffic to loopback, not to {target}")
-    answer_bytes = GRPC_FRAME_PREFIX + _answer_length(target, request)
+    answer_bytes = GRPC_FRAME_PREFIX + len(grpc_call(target, request))
     with tempfile.TemporaryDirectory() as scratch:
         body, log = Path(scratch, "request"), Path(scratch, "requests.log")
         body.write_bytes(grpc_frame(request))

@@ -7,27 +7,36 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlserver.grpc import dataplane_pb2 as pb
 
 from tools.benchmark import load
 from tools.benchmark.grpc_floor import bare_server, markdown
-from tools.benchmark.setup import check_grpc, grpc_request
 
 # The bare layer loads no model: the registry address is never dialled.
 UNUSED_REGISTRY = "http://127.0.0.1:9"
 
 
+def request(images: int) -> bytes:
+    tensor = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=[images, 1, 28, 28])
+    pixels = np.random.default_rng(0).random((images, 1, 28, 28), np.float32).astype("<f4").tobytes()
+    return pb.ModelInferRequest(
+        model_name="pytorch_simplenn_mnist", inputs=[tensor], raw_input_contents=[pixels]
+    ).SerializeToString()
+
+
 def test_bare_server_answers_batches_under_load(tmp_path: Path) -> None:
-    batch = grpc_request("pytorch_simplenn_mnist", np.random.default_rng(0).random((32, 1, 28, 28), np.float32))
-    with bare_server("bare", UNUSED_REGISTRY, "models:/pytorch_simplenn_mnist/1", tmp_path) as target:
-        check_grpc(target, batch, 32)  # an answer of 32 rows
+    batch = request(32)
+    with bare_server("bare", UNUSED_REGISTRY, "models:/pytorch_simplenn_mnist/1", tmp_path, request(1)) as target:
+        answer = pb.ModelInferResponse.FromString(load.grpc_call(target, batch))
         measured = load.grpc_infer(target, batch, clients=2, seconds=1, batch=32)
+    assert list(answer.outputs[0].shape) == [32, 10] and len(answer.raw_output_contents[0]) == 32 * 10 * 4
     assert measured.errors == 0
     assert measured.requests > 10
 
 
 def test_unknown_layer_fails_with_the_servers_message(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="invalid choice: 'tensorrt'"):
-        with bare_server("tensorrt", UNUSED_REGISTRY, "models:/pytorch_simplenn_mnist/1", tmp_path):
+        with bare_server("tensorrt", UNUSED_REGISTRY, "models:/pytorch_simplenn_mnist/1", tmp_path, request(1)):
             pass
 
 
