@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 
 import mlflow
 import requests
@@ -21,11 +22,17 @@ def is_server(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("http://", "https://"))
 
 
-def connect(settings: TrackingClientSettings, *, request_retry_seconds: float | None = None) -> MlflowClient:
+def connect(
+    settings: TrackingClientSettings,
+    *,
+    request_retry_seconds: float | None = None,
+    notice: Callable[[str], object] | None = None,
+) -> MlflowClient:
     """Point MLflow at the tracking URI and return a client of it.
 
     A tracking server is first waited for: /health must answer 200 within `settings.wait_seconds`, or
-    DependencyUnavailable names the address it could not reach. Then its answer to this client's credentials
+    DependencyUnavailable names the address it could not reach; `notice` is told once when it does not answer
+    at first (wait_for). Then its answer to this client's credentials
     is checked (`check_credentials`). Every later request of this process retries for about as long, or
     `request_retry_seconds` (`bound_request_retries`).
     """
@@ -37,6 +44,7 @@ def connect(settings: TrackingClientSettings, *, request_retry_seconds: float | 
             service="MLflow tracking server",
             timeout=settings.wait_seconds,
             hint="Check that it is running and that MLFLOW_TRACKING_URI points at it.",
+            notice=notice,
         )
         check_credentials(settings)
     mlflow.set_tracking_uri(uri)

@@ -118,10 +118,19 @@ class V2Client:
 
     def ready(self) -> bool:
         """Whether the model answers ready."""
+        return self.not_ready_because() is None
+
+    def not_ready_because(self) -> str | None:
+        """None when the model answers ready; otherwise why not, as a person can act on it: the connection
+        error, or the server's own answer (e.g. "Model mnist not found (status 404)"). V2 REST's ready endpoint
+        answers a bare status, so the model's metadata is asked for the reason."""
         try:
-            return bool(self._call("is_model_ready", self.model))
-        except InferenceError:
-            return False
+            if self._call("is_model_ready", self.model):
+                return None
+            self._call("get_model_metadata", self.model)
+        except InferenceError as err:
+            return str(err)
+        return f"{self.infer_url}: the model is loaded but not ready yet"
 
     def served_version(self) -> str | None:
         """The registry version the endpoint serves now, from the model's metadata; None when unreachable."""

@@ -8,11 +8,20 @@ of a bare connection traceback.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
 import requests
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential, wait_fixed
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+    wait_fixed,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,6 +43,7 @@ def wait_for(
     timeout: float,
     hint: str = "",
     interval: float | None = None,
+    notice: Callable[[str], object] | None = None,
 ) -> T:
     """Call `probe` until it returns without raising, for at most `timeout` seconds; return what it returned.
 
@@ -41,14 +51,23 @@ def wait_for(
     and propagates. Between tries it waits 0.25 s, doubling up to 3 s; with `interval`, that many seconds
     each time (for a wait whose length is itself measured). After `timeout` it raises DependencyUnavailable,
     naming `service`, `address`, the last error and `hint`.
+
+    `notice`, when given, is called once, after the first failed try, with a line saying what is waited for,
+    how long at most, and why: a command-line tool passes one that prints it, so that a person is not left
+    looking at a silent terminal for the whole wait.
     """
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.info("waiting for %s at %s: %s", service, address, error)
+        if notice is not None and state.attempt_number == 1:
+            notice(f"waiting up to {timeout:.0f} s for {service} at {address} ({error})")
+
     retrying = Retrying(
         stop=stop_after_delay(timeout),
         wait=wait_fixed(interval) if interval is not None else wait_exponential(multiplier=0.25, max=3.0),
         retry=retry_if_exception_type((NotReadyYet, requests.ConnectionError, requests.Timeout, OSError)),
-        before_sleep=lambda state: log.info(
-            "waiting for %s at %s: %s", service, address, state.outcome.exception() if state.outcome else ""
-        ),
+        before_sleep=before_sleep,
         reraise=False,
     )
     try:
@@ -59,6 +78,11 @@ def wait_for(
         if hint:
             message += f" {hint}"
         raise DependencyUnavailable(message) from None
+
+
+def on_stderr(line: str) -> None:
+    """A `notice` for command-line tools: the line on standard error, at once."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def http_ok(url: str, *, timeout: float = 5.0) -> Callable[[], requests.Response]:
@@ -73,6 +97,8 @@ def http_ok(url: str, *, timeout: float = 5.0) -> Callable[[], requests.Response
     return probe
 
 
-def wait_for_http(url: str, *, service: str, timeout: float, hint: str = "") -> None:
-    """Wait until GET `url` answers 200."""
-    wait_for(http_ok(url), service=service, address=url, timeout=timeout, hint=hint)
+def wait_for_http(
+    url: str, *, service: str, timeout: float, hint: str = "", notice: Callable[[str], object] | None = None
+) -> None:
+    """Wait until GET `url` answers 200 (wait_for, with its `notice`)."""
+    wait_for(http_ok(url), service=service, address=url, timeout=timeout, hint=hint, notice=notice)

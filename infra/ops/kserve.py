@@ -43,7 +43,7 @@ from mlops_sandbox.references import model_uri
 from mlops_sandbox.registry import RegistryError, resolve_version
 from mlops_sandbox.settings import ModelReference, TrackingClientSettings
 from mlops_sandbox.tracking import connect
-from mlops_sandbox.waiting import DependencyUnavailable
+from mlops_sandbox.waiting import DependencyUnavailable, on_stderr
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "k8s" / "base" / "serving.yaml"
 SETTINGS_CONFIGMAP = "sandbox-settings"
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         overrides = {"tracking_uri": args.tracking_uri} if args.tracking_uri else {}
-        client = connect(TrackingClientSettings(**overrides))
+        client = connect(TrackingClientSettings(**overrides), notice=on_stderr)
         name = args.model_name or ModelReference().name
         if args.manifests:
             text = sys.stdin.read() if args.manifests == "-" else Path(args.manifests).read_text()

@@ -27,7 +27,7 @@ from mlops_sandbox.registry import RegistryError
 from mlops_sandbox.settings import MnistSettings, ModelReference, TrackingClientSettings
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.v2 import InferenceError, V2Client
-from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, wait_for
+from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, on_stderr, wait_for
 
 
 def load_registered_model(model_name: str, model_version: int | str) -> torch.nn.Module:
@@ -117,14 +117,21 @@ def main(argv: list[str] | None = None) -> int:
             client = V2Client(args.serving_url, args.served_model or model.name, protocol=args.protocol)
 
             def ready() -> None:
-                if not client.ready():
-                    raise NotReadyYet(f"{client.infer_url} is not ready")
+                if (because := client.not_ready_because()) is not None:
+                    raise NotReadyYet(because)
 
-            wait_for(ready, service="model server", address=args.serving_url, timeout=args.wait_seconds)
+            wait_for(
+                ready,
+                service="model server",
+                address=args.serving_url,
+                timeout=args.wait_seconds,
+                hint="--served-model names the model on the server; --wait-seconds sets this wait.",
+                notice=on_stderr,
+            )
             result = evaluate_served(client, images.numpy(), labels.numpy(), args.batch_size)
             print(f"{client.infer_url}: {result.summary()}")
         else:
-            connect(TrackingClientSettings())
+            connect(TrackingClientSettings(), notice=on_stderr)
             uri = args.model_uri or model_uri(model.name, args.model_ref)
             if args.model_uri is None and args.model_ref.isdigit():
                 module = load_registered_model(model.name, args.model_ref)

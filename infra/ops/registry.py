@@ -38,7 +38,7 @@ from mlops_sandbox.references import LIFECYCLE_ALIASES
 from mlops_sandbox.settings import EndpointSettings, MnistSettings, ModelReference, TrackingClientSettings
 from mlops_sandbox.tracking import TrackingServerFailed, connect, diagnose, is_server
 from mlops_sandbox.v2 import InferenceError
-from mlops_sandbox.waiting import DependencyUnavailable
+from mlops_sandbox.waiting import DependencyUnavailable, on_stderr
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tracking = TrackingClientSettings(**({"tracking_uri": args.tracking_uri} if args.tracking_uri else {}))
         name = ModelReference(**({"name": args.model_name} if args.model_name else {})).name
-        client = connect(tracking)
+        client = connect(tracking, notice=on_stderr)
         doing = describe(args, name)
         with failing_server(tracking.tracking_uri, doing):
             for repaired in registry.repair(client, name):

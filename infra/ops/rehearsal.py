@@ -29,6 +29,7 @@ from mlops_sandbox.gate import endpoint_accuracy, gate_and_promote, wait_until_s
 from mlops_sandbox.mnist import load_test_set
 from mlops_sandbox.settings import EndpointSettings, MnistSettings, ModelReference, TrackingClientSettings
 from mlops_sandbox.tracking import connect
+from mlops_sandbox.waiting import on_stderr
 
 SMOKE_IMAGES = 200
 SMOKE_MIN_ACCURACY = 0.8
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     endpoints, tracking, mnist = EndpointSettings(), TrackingClientSettings(), MnistSettings()
     production_url, staging_url = endpoints.serving_url, endpoints.staging_url
-    client: MlflowClient = connect(tracking)
+    client: MlflowClient = connect(tracking, notice=on_stderr)
     name = ModelReference().name
     images, labels = load_test_set(mnist.root, download=mnist.download, limit=args.images)
     x, y = images.numpy(), labels.numpy()

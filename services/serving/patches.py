@@ -10,6 +10,9 @@
   no longer pays for merging and splitting, nor waits `max_batch_time`, on every request.
 - gRPC: a request that MLServer's converter cannot decode is INVALID_ARGUMENT, not INTERNAL
   (`ModelInferRequestConverter.to_types`).
+- gRPC: ModelReady for a model the server does not have is NOT_FOUND with MLServer's message, as ModelMetadata
+  and ModelInfer answer it, not UNKNOWN "Unexpected <class 'mlserver.errors.ModelNotFound'>"
+  (`InferenceServicer.ModelReady`; over REST it is a 404).
 - gRPC: a request the direct path takes (one raw tensor of the signature's datatype and shape) is answered
   from the protobuf, without MLServer's pydantic types, data plane path or adaptive batching
   (`InferenceServicer.ModelInfer`, services/serving/grpc_direct.py); every other request takes MLServer's.
@@ -50,6 +53,7 @@ from mlserver.errors import InferenceError, MLServerError
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.converters import ModelInferRequestConverter
 from mlserver.grpc.servicers import InferenceServicer
+from mlserver.grpc.utils import handle_mlserver_error
 from mlserver.handlers import DataPlane
 from mlserver.registry import MultiModelRegistry
 from mlserver.repository import SchemalessModelRepository
@@ -95,6 +99,11 @@ PATCHED: dict[str, tuple[Any, Callable[..., Any], list[str]]] = {
         InferenceServicer.ModelInfer,
         ["self", "request", "context"],  # the parameters of handle_mlserver_error's wrapper
     ),
+    "mlserver.grpc.servicers.InferenceServicer.ModelReady": (
+        InferenceServicer,
+        InferenceServicer.ModelReady,
+        ["self", "request", "context"],
+    ),
 }
 """What is replaced: the module (or class) attribute, MLServer's own function, and its parameters as of
 MLSERVER_VERSION."""
@@ -108,7 +117,11 @@ STATIC_ORIGINALS = {
     name: inspect.getattr_static(owner, name.rsplit(".", 1)[1]) for name, (owner, _, _) in PATCHED.items()
 }
 """Each attribute as MLServer defines it (a classmethod stays one), put back by `install` when not replaced."""
-ALWAYS = {"mlserver.rest.server.create_app", "mlserver.grpc.converters.ModelInferRequestConverter.to_types"}
+ALWAYS = {
+    "mlserver.rest.server.create_app",
+    "mlserver.grpc.converters.ModelInferRequestConverter.to_types",
+    "mlserver.grpc.servicers.InferenceServicer.ModelReady",
+}
 """Installed whatever `fast_tensors` says: they answer bad input with 4xx and hold the request-size limit."""
 DECODE_ERRORS = (ValueError, TypeError, IndexError, OverflowError, struct.error)
 """What decoding a gRPC request raised in MLServer 1.7.1 for input it cannot take (pydantic's ValidationError
@@ -281,6 +294,15 @@ async def model_infer(self: InferenceServicer, request: pb.ModelInferRequest, co
     return await original(self, request, context)  # type: ignore[no-any-return]
 
 
+@handle_mlserver_error
+async def model_ready(self: InferenceServicer, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+    """MLServer's InferenceServicer.ModelReady, with MLServer's errors as their gRPC status (handle_mlserver_error,
+    as on its ModelMetadata): a model the server does not have is NOT_FOUND "Model NAME with version  not found"
+    (MLServer's message), where 1.7.1 answers UNKNOWN; a client waiting for the wrong name reads why."""
+    original = ORIGINALS["mlserver.grpc.servicers.InferenceServicer.ModelReady"]
+    return await original(self, request, context)  # type: ignore[no-any-return]
+
+
 REPLACEMENTS: dict[str, Callable[..., Any]] = {
     "mlserver.grpc.converters.inject_raw": inject_raw,
     "mlserver.batching.requests._merge_data": merge_data,
@@ -288,6 +310,7 @@ REPLACEMENTS: dict[str, Callable[..., Any]] = {
     "mlserver.rest.server.create_app": create_app,
     "mlserver.grpc.converters.ModelInferRequestConverter.to_types": classmethod(grpc_request_to_types),  # type: ignore[dict-item]
     "mlserver.grpc.servicers.InferenceServicer.ModelInfer": model_infer,
+    "mlserver.grpc.servicers.InferenceServicer.ModelReady": model_ready,
 }
 ORIGINALS = {name: original for name, (_, original, _) in PATCHED.items()}
 

@@ -56,6 +56,23 @@ def test_predict_cli_reports_accuracy_and_enforces_the_threshold(stack: Stack, m
     assert strict.returncode == 1 and "below the required" in strict.stderr
 
 
+def test_predict_says_at_once_what_it_waits_for_and_why_it_gave_up(stack: Stack, mnist_root: Path) -> None:
+    env = stack.client_env(SANDBOX_MNIST_ROOT=str(mnist_root))
+    wrong_name = ("--served-model", "mnist", "--wait-seconds", "2", "-n", "10")
+    for protocol, url in (("rest", stack.serving_url), ("grpc", f"127.0.0.1:{stack.grpc_port}")):
+        done = run_module("infra.ops.predict", "--serving-url", url, "--protocol", protocol, *wrong_name, env=env)
+        assert done.returncode == 2
+        first, *_ = done.stderr.splitlines()
+        # The server's own answer, from the first try on, not a bare "not ready" after the whole wait.
+        assert first.startswith(f"waiting up to 2 s for model server at {url}")
+        assert "Model mnist" in first and "not found" in first, first
+        last = done.stderr.splitlines()[-1]
+        assert "Model mnist" in last and "not found" in last and "--served-model" in last, last
+    nobody = f"http://127.0.0.1:{free_port()}"
+    done = run_module("infra.ops.predict", "--serving-url", nobody, "--wait-seconds", "1", "-n", "10", env=env)
+    assert done.returncode == 2 and "Connection refused" in done.stderr.splitlines()[-1]
+
+
 def test_grpc_answers_as_rest_does(stack: Stack, mnist_root: Path) -> None:
     env = stack.client_env(SANDBOX_MNIST_ROOT=str(mnist_root))
     rest = run_module("infra.ops.predict", "--serving-url", stack.serving_url, "-n", "300", env=env)

@@ -48,6 +48,7 @@ from mlops_sandbox.settings import (
 )
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.v2 import InferenceError
+from mlops_sandbox.waiting import on_stderr
 
 UNITS = {"s": 1, "m": 60, "h": 3600}
 
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValidationError, ValueError) as err:
         print(f"invalid rollout settings: {err}", file=sys.stderr)
         return 2
-    client = connect(tracking)
+    client = connect(tracking, notice=on_stderr)
     name = ModelReference().name
     try:
         version = registry.resolve_version(client, name, args.version)

@@ -46,7 +46,7 @@ from mlops_sandbox import registry
 from mlops_sandbox.processes import stop_on_sigterm
 from mlops_sandbox.settings import EndpointSettings, ModelReference, TrackingClientSettings
 from mlops_sandbox.tracking import connect
-from mlops_sandbox.waiting import NotReadyYet, wait_for
+from mlops_sandbox.waiting import NotReadyYet, on_stderr, wait_for
 
 EXPECTED = {
     "good": "promoted",
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
 
     settings, endpoints = RolloutSettings(), EndpointSettings()
-    client = connect(TrackingClientSettings())
+    client = connect(TrackingClientSettings(), notice=on_stderr)
     name = ModelReference().name
     print(f"rehearsal '{args.scenario}': making the candidate", flush=True)
     candidate = candidates.make(CANDIDATE_KIND.get(args.scenario, args.scenario), client, name)

@@ -49,6 +49,22 @@ def test_it_gives_up_after_the_timeout_naming_the_service_address_last_error_and
     assert "connection refused" in message and message.endswith("Is it running?")
 
 
+def test_notice_is_told_once_what_is_awaited_for_how_long_and_why() -> None:
+    answers: list[str | Exception] = [NotReadyYet("starting"), ConnectionRefusedError("refused"), "ready"]
+    notices: list[str] = []
+
+    def probe() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    wait_for(probe, service="db", address="db:5432", timeout=10, interval=0.01, notice=notices.append)
+    assert notices == ["waiting up to 10 s for db at db:5432 (starting)"]
+    wait_for(lambda: "ready", service="db", address="db:5432", timeout=10, notice=notices.append)
+    assert len(notices) == 1  # nothing to say when the first try succeeds
+
+
 def test_a_fixed_interval_polls_more_often_than_the_backoff() -> None:
     def count_calls(interval: float | None = None) -> int:
         calls = []

@@ -194,3 +194,14 @@ def test_a_model_mlserver_does_not_have_is_not_found_with_mlservers_message(serv
     direct, mlserver = refusal(servers.direct, request), refusal(servers.mlserver, request)
     assert direct.code() == mlserver.code() == grpc.StatusCode.NOT_FOUND
     assert direct.details() == mlserver.details()
+
+
+def test_model_ready_for_a_model_the_server_does_not_have_is_not_found_with_its_name(servers: Servers) -> None:
+    with grpc.insecure_channel(servers.direct) as channel:
+        stub = dataplane_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.ModelReady(pb.ModelReadyRequest(name="no-such-model"), timeout=30)
+        # MLServer 1.7.1 alone answers UNKNOWN "Unexpected <class 'mlserver.errors.ModelNotFound'>: ..."
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        assert raised.value.details() == "Model no-such-model with version  not found"
+        assert stub.ModelReady(pb.ModelReadyRequest(name="digits"), timeout=30).ready
