@@ -73,11 +73,33 @@ class Promotion:
     version: str
     alias: str
     previous: str | None
+    archived: str | None = None
+    """The version this move archived (the production version it replaced), or None."""
+    staging_moved: tuple[str, str | None] | None = None
+    """(from, to) when @staging had to move off the archived version (to None: removed), or None."""
 
     def describe(self) -> str:
-        """One line for a person, for example: pytorch_simplenn_mnist version 4 is now @production (was version 3)."""
+        """One line for a person, for example: pytorch_simplenn_mnist version 3 is now @production (was version
+        4); version 4 is Archived; @staging moved from version 4 to version 3."""
         was = f" (was version {self.previous})" if self.previous else ""
-        return f"{self.name} version {self.version} is now @{self.alias}{was}"
+        line = f"{self.name} version {self.version} is now @{self.alias}{was}"
+        if self.archived:
+            line += f"; version {self.archived} is Archived"
+        if self.staging_moved:
+            source, target = self.staging_moved
+            line += (
+                f"; @staging moved from version {source} to version {target}"
+                if target
+                else (f"; @staging removed from version {source}")
+            )
+        return line
+
+
+def _settle_staging_moved(client: MlflowClient, name: str) -> tuple[str, str | None] | None:
+    """settle_staging, and where @staging moved: (from, to), or None when it stayed."""
+    before = _alias_version(client, name, "staging")
+    after = settle_staging(client, name)
+    return (str(before.version), after) if before is not None and str(before.version) != after else None
 
 
 def promote(client: MlflowClient, name: str, version: str | int, alias: str) -> Promotion:
@@ -100,8 +122,9 @@ def promote(client: MlflowClient, name: str, version: str | int, alias: str) -> 
         _set_stage(client, name, previous, "Archived")
     # A stage transition also archives the other versions in that stage (archive_existing_versions): any
     # alias one of them held moves off it.
-    settle_staging(client, name)
-    return Promotion(name, version, alias, previous)
+    moved = _settle_staging_moved(client, name)
+    archived = previous if alias == "production" else None
+    return Promotion(name, version, alias, previous, archived, moved)
 
 
 def settle_staging(client: MlflowClient, name: str) -> str | None:
@@ -240,9 +263,9 @@ def rollback(client: MlflowClient, name: str) -> Promotion:
     client.set_registered_model_alias(name, "production", target)
     _set_stage(client, name, target, "Production")
     _set_stage(client, name, str(current.version), "Archived")
-    settle_staging(client, name)
+    moved = _settle_staging_moved(client, name)
     client.set_model_version_tag(name, str(current.version), ROLLED_BACK_TAG, now())
-    return Promotion(name, target, "production", str(current.version))
+    return Promotion(name, target, "production", str(current.version), str(current.version), moved)
 
 
 def now() -> str:

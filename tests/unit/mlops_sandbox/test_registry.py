@@ -38,16 +38,25 @@ def test_rolling_back_moves_staging_off_the_version_it_archives(client: MlflowCl
     registry.promote(client, NAME, 1, "production")
     registry.promote(client, NAME, 2, "staging")
     registry.promote(client, NAME, 2, "production")
-    registry.rollback(client, NAME)
+    rolled_back = registry.rollback(client, NAME)
     assert stages(client)["2"] == "Archived"
     assert alias(client, "staging") == alias(client, "production") == "1"
+    # What the command prints says all three moves, not the production alias alone.
+    assert rolled_back.describe() == (
+        f"{NAME} version 1 is now @production (was version 2); version 2 is Archived; "
+        "@staging moved from version 2 to version 1"
+    )
 
 
 def test_promoting_straight_to_production_moves_staging_off_the_archived_version(client: MlflowClient) -> None:
     registry.promote(client, NAME, 1, "staging")
     registry.promote(client, NAME, 1, "production")
-    registry.promote(client, NAME, 3, "production")  # no staging first: version 1 is archived with @staging
+    promoted = registry.promote(client, NAME, 3, "production")  # no staging first: 1 is archived with @staging
     assert alias(client, "staging") == "3"
+    assert promoted.describe().endswith("version 1 is Archived; @staging moved from version 1 to version 3")
+    assert (
+        registry.promote(client, NAME, 2, "staging").describe() == f"{NAME} version 2 is now @staging (was version 3)"
+    )
 
 
 def test_archive_moves_staging_to_production_and_refuses_production(client: MlflowClient) -> None:
