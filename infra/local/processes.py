@@ -134,13 +134,14 @@ class Processes:
         if code != 0:
             raise StackError(f"{name} failed (exit code {code}); see {self.log(name)}")
 
-    def check_port(self, name: str, port: int) -> None:
-        """StackError when another program already listens on `port` (unless it is `name` itself)."""
+    def check_port(self, name: str, port: int, variable: str) -> None:
+        """StackError when another program already listens on `port` (unless it is `name` itself), naming the
+        setting `variable` that moves it."""
         if self.running(name) is not None:
             return
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 raise StackError(
-                    f"port {port} for {name} is already in use by another program; "
-                    "stop it or choose another port (docs/settings.md, SANDBOX_*_PORT)"
+                    f"port {port} for {name} is already in use by another program; stop it, or give {name} "
+                    f"another port: {variable}=... in .env (docs/settings.md)"
                 )

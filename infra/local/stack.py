@@ -218,13 +218,27 @@ def up(stack: Stack, *, train: bool) -> None:
     for folder in (s.root, s.logs, s.run):
         folder.mkdir(parents=True, exist_ok=True)
     print(f"sandbox in {s.root}" + (f" (settings from {ENV_FILE})" if ENV_FILE.exists() else ""))
+    # Prometheus comes from the system (Debian's package), not from the venv: without it the sandbox runs, and
+    # only rollouts, which read their metrics from it, are unavailable.
+    with_prometheus = shutil.which("prometheus") is not None
+    # Every port first: a port taken by another program stops `up` before it starts anything.
+    listeners = [
+        ("mlflow", "mlflow_port"),
+        ("serving", "serving_http_port"),
+        ("serving-staging", "staging_http_port"),
+        ("router", "router_rest_port"),
+    ]
     if s.artifact_store == "s3":
-        run.check_port("s3", ports.s3_port)
+        listeners.insert(0, ("s3", "s3_port"))
+    if with_prometheus:
+        listeners.append(("prometheus", "prometheus_port"))
+    for name, field in listeners:
+        run.check_port(name, getattr(ports, field), str(type(ports).model_fields[field].validation_alias))
+    if s.artifact_store == "s3":
         # rclone answers 403 to an unsigned request once it is up: any HTTP answer means "listening".
         run.start("s3", [PYTHON, "-m", "services.s3.entrypoint"])
         run.wait_ready("s3", s.url(ports.s3_port), timeout=s.start_timeout, any_answer=True)
         run.job("create-bucket", [PYTHON, "-m", "infra.ops.create_bucket"])
-    run.check_port("mlflow", ports.mlflow_port)
     mlflow_url = s.url(ports.mlflow_port)
     if not s.tracking_interpreter.exists():
         raise StackError(
@@ -245,17 +259,11 @@ def up(stack: Stack, *, train: bool) -> None:
         ("serving", ports.serving_http_port, serving_url),
         ("serving-staging", ports.staging_http_port, staging_url),
     )
-    for name, port, _ in endpoints:
-        run.check_port(name, port)
+    for name, _, _ in endpoints:
         run.start(name, [PYTHON, "-m", "services.serving.entrypoint"])
     # The router and Prometheus start with the endpoints; all are waited for together.
-    run.check_port("router", ports.router_rest_port)
     run.start("router", [PYTHON, "-m", "services.router.entrypoint"])
-    # Prometheus comes from the system (Debian's package), not from the venv: without it the sandbox runs, and
-    # only rollouts, which read their metrics from it, are unavailable.
-    with_prometheus = shutil.which("prometheus") is not None
     if with_prometheus:
-        run.check_port("prometheus", ports.prometheus_port)
         run.start("prometheus", [PYTHON, "-m", "services.prometheus.entrypoint"])
     else:
         print("  prometheus: not installed (apt-get install prometheus); canary rollouts need it, the rest does not")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,21 @@ def test_the_tracking_server_runs_from_its_own_environment_and_a_missing_one_is_
         up(stack, train=False)
     assert stack.processes.running("mlflow") is None
     assert "mlflow: started" not in capsys.readouterr().out
+
+
+def test_a_port_taken_by_another_program_stops_up_before_anything_starts_and_names_its_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SANDBOX_DIR", str(tmp_path))
+    monkeypatch.setenv("SANDBOX_ARTIFACT_STORE", "s3")
+    monkeypatch.setenv("SANDBOX_S3_PORT", str(free_port()))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("SANDBOX_MLFLOW_PORT", str(taken.getsockname()[1]))
+        stack = Stack(LocalStackSettings())
+        with pytest.raises(StackError, match=r"for mlflow is already in use .* SANDBOX_MLFLOW_PORT=\.\.\. in \.env"):
+            up(stack, train=False)
+    # S3 comes before MLflow in `up`: it was not started, then left behind.
+    assert stack.processes.running("s3") is None
+    assert "s3: started" not in capsys.readouterr().out
