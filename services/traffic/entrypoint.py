@@ -43,8 +43,8 @@ def wait_until_ready(settings: TrafficSettings, stop: threading.Event) -> None:
     def probe() -> None:
         if stop.is_set():
             raise StopRequested
-        if not client.ready():
-            raise NotReadyYet(f"{settings.model.name} is not ready")
+        if (because := client.not_ready_because()) is not None:
+            raise NotReadyYet(because)
 
     try:
         wait_for(
