@@ -87,11 +87,8 @@ class Promotion:
             line += f"; version {self.archived} is Archived"
         if self.staging_moved:
             source, target = self.staging_moved
-            line += (
-                f"; @staging moved from version {source} to version {target}"
-                if target
-                else (f"; @staging removed from version {source}")
-            )
+            where = f"moved from version {source} to version {target}" if target else f"removed from version {source}"
+            line += f"; @staging {where}"
         return line
 
 

@@ -32,9 +32,8 @@ def connect(
 
     A tracking server is first waited for: /health must answer 200 within `settings.wait_seconds`, or
     DependencyUnavailable names the address it could not reach; `notice` is told once when it does not answer
-    at first (wait_for). Then its answer to this client's credentials
-    is checked (`check_credentials`). Every later request of this process retries for about as long, or
-    `request_retry_seconds` (`bound_request_retries`).
+    at first (wait_for). Then its answer to this client's credentials is checked (`check_credentials`). Every
+    later request of this process retries for about as long, or `request_retry_seconds` (`bound_request_retries`).
     """
     uri = settings.tracking_uri
     if is_server(uri):

@@ -130,7 +130,7 @@ class V2Client:
             self._call("get_model_metadata", self.model)
         except InferenceError as err:
             return str(err)
-        return f"{self.infer_url}: the model is loaded but not ready yet"
+        return f"{self.infer_url}: the server knows the model, which is not ready yet"
 
     def served_version(self) -> str | None:
         """The registry version the endpoint serves now, from the model's metadata; None when unreachable."""
