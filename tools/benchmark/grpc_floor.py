@@ -34,8 +34,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from mlops_sandbox.processes import start_group, stop_group, stop_on_sigterm
-from mlops_sandbox.waiting import NotReadyYet, wait_for
+from mlops_sandbox.processes import stop_on_sigterm
+from mlops_sandbox.waiting import NotReadyYet
 from tools.benchmark import kserve_env, load, servers
 from tools.benchmark.grpc_floor_server import LAYERS, MODEL
 from tools.ports import free_port
@@ -46,22 +46,16 @@ CASES = ((1, 1), (1, 16), (32, 1), (32, 16))
 
 @contextmanager
 def bare_server(layer: str, tracking_uri: str, model_uri: str, log_dir: Path, probe: bytes) -> Iterator[str]:
-    """A grpc_floor_server of `layer` as its own process group; yields its gRPC target (host:port) once it
-    answers `probe` (a serialized ModelInferRequest), and stops the group. Raises RuntimeError when it exits
-    before answering, DependencyUnavailable (naming its address) when it does not answer within 300 s."""
+    """A grpc_floor_server of `layer` as its own process group (servers.started); yields its gRPC target
+    (host:port) once it answers `probe` (a serialized ModelInferRequest), and stops the group. Raises
+    RuntimeError when it exits before answering, DependencyUnavailable (naming its address) when it does not
+    answer within 300 s."""
     port = free_port()
     argv = [servers.PYTHON, "-m", "tools.benchmark.grpc_floor_server", layer, "--port", str(port)]
     argv += ["--model-uri", model_uri]
-    log_path = log_dir / f"floor-{layer}.log"
-    with open(log_path, "wb") as log:
-        proc = start_group(
-            argv, env=servers.clean_env(tracking_uri), stdout=log.fileno(), cwd=str(servers.PROJECT_ROOT)
-        )
     target = f"127.0.0.1:{port}"
 
     def answers() -> None:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{layer} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
         try:
             load.grpc_call(target, probe)
         except grpc.RpcError as err:
@@ -69,11 +63,8 @@ def bare_server(layer: str, tracking_uri: str, model_uri: str, log_dir: Path, pr
                 raise
             raise NotReadyYet(f"{target}: {err.code().name}") from err
 
-    try:
-        wait_for(answers, service=layer, address=target, timeout=300, hint=f"log: {log_path}")
+    with servers.started(f"floor-{layer}", argv, servers.clean_env(tracking_uri), target, log_dir, ready=answers):
         yield target
-    finally:
-        stop_group(proc.pid, grace=15, leader=proc)
 
 
 def markdown(results: dict[tuple[int, int], dict[str, list[float]]], names: list[str]) -> str:

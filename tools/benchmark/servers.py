@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,23 +80,33 @@ class Running:
 
 @contextmanager
 def started(
-    name: str, argv: list[str], env: dict[str, str], ready_url: str, log_dir: Path, *, timeout: float = 300
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    address: str,
+    log_dir: Path,
+    *,
+    timeout: float = 300,
+    ready: Callable[[], object] | None = None,
 ) -> Iterator[tuple[int, float]]:
-    """Start `argv` as a process group; yield (pgid, seconds until `ready_url` answered 200); stop the group."""
+    """Start `argv` as a process group; yield (pgid, seconds until it answered); stop the group. It has answered
+    when `ready()` returns (wait_for's probe: NotReadyYet and connection errors are retried), by default when
+    GET `address` (a URL) answers 200. RuntimeError, with its log's tail, when it exits before answering;
+    DependencyUnavailable, naming `address`, when it does not answer within `timeout` seconds."""
     log_path = log_dir / f"{name}.log"
     began = time.monotonic()
     with open(log_path, "wb") as log:
         proc = start_group(argv, env=env, stdout=log.fileno(), cwd=str(PROJECT_ROOT))
     try:
-        ready = http_ok(ready_url, timeout=2)
+        answers = ready if ready is not None else http_ok(address, timeout=2)
 
         def probe() -> None:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            ready()
+            answers()
 
         # Polled every 50 ms, not with a backoff: the time this takes is the cold start the benchmark reports.
-        wait_for(probe, service=name, address=ready_url, timeout=timeout, interval=0.05, hint=f"log: {log_path}")
+        wait_for(probe, service=name, address=address, timeout=timeout, interval=0.05, hint=f"log: {log_path}")
         yield proc.pid, time.monotonic() - began
     finally:
         stop_group(proc.pid, grace=15, leader=proc)
