@@ -255,11 +255,8 @@ def up(stack: Stack, *, train: bool) -> None:
         run.job("promote", [PYTHON, "-m", "infra.ops.registry", "promote", version, "--to", "production"])
     # A running server follows @production (and @staging) by itself: a rerun needs no restart.
     serving_url, staging_url = s.url(ports.serving_http_port), s.url(ports.staging_http_port)
-    endpoints = (
-        ("serving", ports.serving_http_port, serving_url),
-        ("serving-staging", ports.staging_http_port, staging_url),
-    )
-    for name, _, _ in endpoints:
+    endpoints = (("serving", serving_url), ("serving-staging", staging_url))
+    for name, _ in endpoints:
         run.start(name, [PYTHON, "-m", "services.serving.entrypoint"])
     # The router and Prometheus start with the endpoints; all are waited for together.
     run.start("router", [PYTHON, "-m", "services.router.entrypoint"])
@@ -267,7 +264,7 @@ def up(stack: Stack, *, train: bool) -> None:
         run.start("prometheus", [PYTHON, "-m", "services.prometheus.entrypoint"])
     else:
         print("  prometheus: not installed (apt-get install prometheus); canary rollouts need it, the rest does not")
-    for name, _, url in endpoints:
+    for name, url in endpoints:
         run.wait_ready(name, f"{url}/v2/models/{model.name}/ready", timeout=s.start_timeout)
     run.wait_ready("router", f"http://127.0.0.1:{ports.router_admin_port}/ready", timeout=s.start_timeout)
     if with_prometheus:
