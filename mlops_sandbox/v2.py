@@ -22,6 +22,8 @@ import numpy as np
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from mlops_sandbox.waiting import NotReadyYet
+
 Protocol = Literal["rest", "grpc"]
 INPUT_NAME = "input-0"
 LABELS_HEADER = "x-sandbox-labels"
@@ -116,21 +118,18 @@ class V2Client:
         except OSError as err:  # connection refused or reset, REST timeouts (gevent's and socket's)
             raise InferenceError(f"{self.infer_url}: {err}") from err
 
-    def ready(self) -> bool:
-        """Whether the model answers ready."""
-        return self.not_ready_because() is None
-
-    def not_ready_because(self) -> str | None:
-        """None when the model answers ready; otherwise why not, as a person can act on it: the connection
-        error, or the server's own answer (e.g. "Model mnist not found (status 404)"). V2 REST's ready endpoint
-        answers a bare status, so the model's metadata is asked for the reason."""
+    def check_ready(self) -> None:
+        """Return when the model answers ready; otherwise raise NotReadyYet (a probe for wait_for) saying why, as a
+        person can act on it: the connection error, or the server's own answer (e.g. "Model mnist not found
+        (status 404)"). V2 REST's ready endpoint answers a bare status, so the model's metadata is asked for the
+        reason."""
         try:
             if self._call("is_model_ready", self.model):
-                return None
+                return
             self._call("get_model_metadata", self.model)
         except InferenceError as err:
-            return str(err)
-        return f"{self.infer_url}: the server knows the model, which is not ready yet"
+            raise NotReadyYet(str(err)) from err
+        raise NotReadyYet(f"{self.infer_url}: the server knows the model, which is not ready yet")
 
     def served_version(self) -> str | None:
         """The registry version the endpoint serves now, from the model's metadata; None when unreachable."""

@@ -27,7 +27,7 @@ from mlops_sandbox.registry import RegistryError
 from mlops_sandbox.settings import MnistSettings, ModelReference, TrackingClientSettings
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.v2 import InferenceError, V2Client
-from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, on_stderr, wait_for
+from mlops_sandbox.waiting import DependencyUnavailable, on_stderr, wait_for
 
 
 def load_registered_model(model_name: str, model_version: int | str) -> torch.nn.Module:
@@ -116,12 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.serving_url:
             client = V2Client(args.serving_url, args.served_model or model.name, protocol=args.protocol)
 
-            def ready() -> None:
-                if (because := client.not_ready_because()) is not None:
-                    raise NotReadyYet(because)
-
             wait_for(
-                ready,
+                client.check_ready,
                 service="model server",
                 address=args.serving_url,
                 timeout=args.wait_seconds,

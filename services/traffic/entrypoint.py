@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from mlops_sandbox.mnist import MnistUnavailable, load_test_set
 from mlops_sandbox.v2 import V2Client
-from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, wait_for
+from mlops_sandbox.waiting import DependencyUnavailable, wait_for
 from services.traffic.generator import ImageCycle, run_open_loop
 from services.traffic.metrics import Recorder, summary_line
 from services.traffic.senders import GrpcSender, RestSender
@@ -43,8 +43,7 @@ def wait_until_ready(settings: TrafficSettings, stop: threading.Event) -> None:
     def probe() -> None:
         if stop.is_set():
             raise StopRequested
-        if (because := client.not_ready_because()) is not None:
-            raise NotReadyYet(because)
+        client.check_ready()
 
     try:
         wait_for(
