@@ -7,6 +7,7 @@ the report's handling of (e) and of --repeat is unit-tested in tests/unit/tools/
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,9 @@ def test_benchmark_writes_a_table(tmp_path: Path, mnist_root: Path) -> None:
     assert "| (f) (d) through the router (Envoy) | REST | 4 | 1 |" in table, table
     assert "| (g) two replicas of (d) through the router, 50/50 | gRPC | 4 | 1 |" in table, table
     assert "| model forward pass (torch) |" in table, table
+    # Cores are measured beside each case: (d)'s server is busy while it answers, through Envoy as well.
+    busy = re.search(r"\| batch 4, 1 client\(s\), REST: \(d\)'s cores, through Envoy \| ([0-9.]+) \|", table)
+    assert busy and float(busy.group(1)) > 0.05, table
     assert sorted(p.name for p in out.glob("profile-*.txt")) == [
         "profile-REST-batch-1-x16.txt",
         "profile-REST-batch-4-x1.txt",

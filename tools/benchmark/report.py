@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tools.benchmark.cores import CoreUse  # noqa: E402
 from tools.benchmark.load import Measurement  # noqa: E402
 
 LIMIT, STOCK_MLSERVER, OURS, KSERVE, ROUTED, REPLICAS = "a", "c", "d", "e", "f", "g"
@@ -28,6 +29,8 @@ class Row:
     batch: int
     clients: int
     result: Measurement
+    cores: CoreUse | None = None
+    """Cores each server's process tree used while this case was measured, and the machine's idle ones."""
 
     @property
     def case(self) -> tuple[int, int]:
@@ -110,6 +113,39 @@ def goals(rows: list[Row]) -> list[tuple[str, str, float, bool]]:
     return out
 
 
+ROUTER_CORES_TITLE = (
+    "Where the cores went in the router's cases (CPU seconds per second of wall time: (d)'s process tree, "
+    "Envoy's, and the machine's idle cores; the load generator is in none of the trees):"
+)
+
+
+def router_cores(rows: list[Row]) -> list[tuple[str, float]]:
+    """(figure, value) for each case measured both through the router (f) and direct (d), where
+    the cores were measured: whether the router's cost is cores (the machine has none idle) or waiting ((d)
+    has requests less often through Envoy and is idle in between, while cores are). Cores are CPU seconds per
+    second of wall time (tools/benchmark/cores.py)."""
+    out: list[tuple[str, float]] = []
+    for row in rows:
+        direct = _find(rows, OURS, row.case, row.protocol) if row.config == ROUTED else None
+        if direct is None or row.cores is None or direct.cores is None:
+            continue
+        which = f"batch {row.batch}, {row.clients} client(s), {row.protocol}"
+        through, alone = row.cores, direct.cores
+        per_request = _ratio(
+            through.cpu_per_request_us(OURS, row.result.requests),
+            alone.cpu_per_request_us(OURS, direct.result.requests),
+        )
+        out += [
+            (f"{which}: (d)'s cores, direct", alone.trees.get(OURS, math.nan)),
+            (f"{which}: (d)'s cores, through Envoy", through.trees.get(OURS, math.nan)),
+            (f"{which}: Envoy's cores", through.trees.get(ROUTED, math.nan)),
+            (f"{which}: idle cores, direct", alone.idle),
+            (f"{which}: idle cores, through Envoy", through.idle),
+            (f"{which}: (d)'s CPU per request, through Envoy vs direct (x)", per_request),
+        ]
+    return out
+
+
 def ratios(rows: list[Row], row: Row) -> tuple[float, float, float]:
     """`row`'s images/s to (c)'s and to (a)'s, and its p99 latency to (c)'s, in the same case of the same run
     (NaN where that run has no such config)."""
@@ -172,6 +208,15 @@ def repeated(runs: list[list[Row]]) -> str:
             high = max(v for v, _ in values)
             held = "-" if target == MEASURED else f"{sum(ok for _, ok in values)} of {n} runs"
             lines.append(f"| {goal} | {target} | {_fmt(low, 2)} / {_fmt(mid, 2)} / {_fmt(high, 2)}{unit} | {held} |")
+    spent: dict[str, list[float]] = {}
+    for rows in runs:
+        for figure, value in router_cores(rows):
+            spent.setdefault(figure, []).append(value)
+    if spent:
+        lines += ["", ROUTER_CORES_TITLE, "", "| router case: figure | min / median / max |", "|---|--:|"]
+        for figure, figures in spent.items():
+            low, mid = _min_median(figures)
+            lines.append(f"| {figure} | {_fmt(low, 2)} / {_fmt(mid, 2)} / {_fmt(max(figures), 2)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -204,6 +249,9 @@ def markdown(rows: list[Row], servers: list[Server]) -> str:
             unit = " ms" if target.endswith("ms") else "x"
             verdict = "-" if target == MEASURED else "yes" if met else "NO"
             lines.append(f"| {goal} | {target} | {_fmt(value, 2)}{unit} | {verdict} |")
+    if spent := router_cores(rows):
+        lines += ["", ROUTER_CORES_TITLE, "", "| router case: figure | measured |", "|---|--:|"]
+        lines += [f"| {figure} | {_fmt(value, 2)} |" for figure, value in spent]
     clients_cpu = [r for r in rows if r.result.client_cpu_per_request_ms is not None]
     if clients_cpu:
         lines += [

@@ -50,7 +50,7 @@ import numpy as np
 
 from mlops_sandbox.processes import stop_on_sigterm
 from mlops_sandbox.v2 import rest_request_body
-from tools.benchmark import kserve_env, load, profile, servers
+from tools.benchmark import cores, kserve_env, load, profile, servers
 from tools.benchmark.load import Measurement, Target, measuring_order
 from tools.benchmark.profile import Profile
 from tools.benchmark.report import Row, Server, chart, markdown, repeated
@@ -75,12 +75,15 @@ class Bench:
         self.servers: list[Server] = []
         self.profiles: list[Profile] = []
         self.targets: list[Target] = []
+        self.trees: dict[str, int] = {}
+        """The leader pid of each started server's process tree, by config ("g" is its router; "g2" the second
+        replica): whose cores each measurement records."""
 
     def measure(self, target: Target, batch: int, clients: int) -> None:
         if self.args.warmup:
             target.run(batch, clients, self.args.warmup)
-        result = target.run(batch, clients, self.args.duration)
-        self.rows.append(Row(target.config, target.label, target.protocol, batch, clients, result))
+        result, cores_used = cores.while_running(lambda: target.run(batch, clients, self.args.duration), self.trees)
+        self.rows.append(Row(target.config, target.label, target.protocol, batch, clients, result, cores_used))
         print(
             f"  ({target.config}) {target.protocol:4} batch {batch:2} x{clients:2}: {result.req_s:9,.0f} req/s "
             f"{result.img_s:10,.0f} img/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
@@ -219,6 +222,7 @@ def start_configs(
     def started(config: str, label: str, srv: servers.Running) -> servers.Running:
         print(f"({config}) {label}: ready in {srv.cold_start_s:.1f} s", flush=True)
         running.append((config, label, srv))
+        bench.trees[config] = srv.pid
         return srv
 
     if "c" in args.configs:
@@ -267,6 +271,7 @@ def start_configs(
         second = stack.enter_context(servers.ours(tracking_uri, MODEL, work / "replica-2", **overrides))
         label = "two replicas of (d) through the router, 50/50"
         router = stack.enter_context(servers.routed(ours, work / "router-g", second))
+        bench.trees.update(g=router.pid, g2=second.pid)
         print(f"(g) {label}: ready in {router.cold_start_s:.1f} s", flush=True)
         bench.rest("g", label, f"{router.http_url}/v2/models/{MODEL}/infer", bench.v2_bodies)
         assert router.grpc_target is not None

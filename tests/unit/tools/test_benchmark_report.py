@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from tools.benchmark.cores import CoreUse
 from tools.benchmark.load import Measurement
 from tools.benchmark.report import Row, chart, markdown, repeated
 
@@ -52,3 +54,23 @@ def test_two_replicas_are_measured_against_one_behind_the_router_without_a_verdi
     assert f"{figure} 1.30x | - |" in one_run, one_run
     text = repeated(runs)
     assert f"{figure} 0.95 / 1.12 / 1.30x | - |" in text, text
+
+
+def test_the_router_cases_say_whether_envoy_took_cores_or_left_the_server_waiting() -> None:
+    def run(through_envoy: float, idle: float) -> list[Row]:
+        direct, routed = _row("d", "REST", 3000, 7.0), _row("f", "REST", 2400, 10.0)
+        return [
+            replace(direct, cores=CoreUse({"d": 1.0, "f": 0.0}, idle=0.93, seconds=10.0)),
+            replace(routed, cores=CoreUse({"d": through_envoy, "f": 0.3}, idle=idle, seconds=10.0)),
+        ]
+
+    one_run = markdown(run(0.88, 0.76), [])
+    assert "| batch 1, 16 client(s), REST: (d)'s cores, through Envoy | 0.88 |" in one_run, one_run
+    assert "| batch 1, 16 client(s), REST: idle cores, through Envoy | 0.76 |" in one_run, one_run
+    # (d) spent 0.88 core-seconds per second on 2,400 requests/s through Envoy, 1.0 on 3,000 direct: 1.1x.
+    assert "| batch 1, 16 client(s), REST: (d)'s CPU per request, through Envoy vs direct (x) | 1.10 |" in one_run
+    text = repeated([run(0.88, 0.76), run(0.80, 0.90), run(0.92, 0.70)])
+    assert "| batch 1, 16 client(s), REST: (d)'s cores, through Envoy | 0.80 / 0.88 / 0.92 |" in text, text
+    assert "| batch 1, 16 client(s), REST: Envoy's cores | 0.30 / 0.30 / 0.30 |" in text, text
+    # Without cores measured (the in-process config, older runs), the table is left out.
+    assert "Where the cores went" not in markdown([_row("d", "REST", 3000, 7.0), _row("f", "REST", 2400, 10.0)], [])
