@@ -12,12 +12,13 @@
     (g) two replicas of (d) behind the router, half the requests each: what a second replica gives, against (f)
 
 For each: requests/s, images/s, p50 and p99 latency, for one image and a batch of 32 per request, at 1 and
-16 concurrent clients (closed loop); cold start to ready; RSS of the server's whole process tree. REST load
-comes from wrk (apt install wrk), gRPC load from h2load (apt install nghttp2-client), both C, sending requests
-serialized once (h2load's CPU cost per request is printed with the results). Without --tracking-uri, it
-starts a throwaway MLflow server and trains the shipped model architecture on a slice of MNIST
-(SANDBOX_MNIST_ROOT). Writes <out>/serving-benchmark.md and <out>/serving-benchmark.png. Everything runs on
-loopback and is stopped at the end.
+16 concurrent clients (closed loop); beside each case, the cores each server's process tree used and the cores
+the machine left idle (tools/benchmark/cores.py: whether a shortfall was cores or waiting); cold start to
+ready; RSS of the server's whole process tree. REST load comes from wrk (apt install wrk), gRPC load from
+h2load (apt install nghttp2-client), both C, sending requests serialized once (h2load's CPU cost per request is
+printed with the results). Without --tracking-uri, it starts a throwaway MLflow server and trains the shipped
+model architecture on a slice of MNIST (SANDBOX_MNIST_ROOT). Writes <out>/serving-benchmark.md and
+<out>/serving-benchmark.png. Everything runs on loopback and is stopped at the end.
 
 Every config of a run is started first; then each case (batch, clients) is measured on every config back to
 back, so that the two sides of each ratio are measured seconds apart (run_once).
