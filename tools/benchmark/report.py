@@ -216,7 +216,8 @@ def repeated(runs: list[list[Row]]) -> str:
         lines += ["", ROUTER_CORES_TITLE, "", "| router case: figure | min / median / max |", "|---|--:|"]
         for figure, figures in spent.items():
             low, mid = _min_median(figures)
-            lines.append(f"| {figure} | {_fmt(low, 2)} / {_fmt(mid, 2)} / {_fmt(max(figures), 2)} |")
+            high = max((v for v in figures if not math.isnan(v)), default=math.nan)
+            lines.append(f"| {figure} | {_fmt(low, 2)} / {_fmt(mid, 2)} / {_fmt(high, 2)} |")
     return "\n".join(lines) + "\n"
 
 
