@@ -18,6 +18,8 @@ from typing import TypeVar
 
 import psutil
 
+from tools.benchmark.servers import process_tree
+
 T = TypeVar("T")
 
 
@@ -40,9 +42,8 @@ class CoreUse:
 def tree_cpu_seconds(pid: int) -> float:
     """User and system CPU seconds so far of process `pid` and every process below it (all their threads).
     A descendant that exits while this reads is left out; psutil.NoSuchProcess if `pid` itself is gone."""
-    leader = psutil.Process(pid)
     total = 0.0
-    for process in (leader, *leader.children(recursive=True)):
+    for process in process_tree(pid):
         try:
             times = process.cpu_times()
         except psutil.NoSuchProcess:

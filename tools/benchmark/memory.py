@@ -21,6 +21,7 @@ import psutil
 from infra.local.processes import Processes
 from infra.local.settings import LocalStackSettings
 from infra.local.stack import ENV_FILE, SERVICE_ORDER, read_env_file
+from tools.benchmark.servers import process_tree
 
 MIB = 1024 * 1024
 
@@ -47,9 +48,8 @@ def short_command(process: psutil.Process) -> str:
 def tree_memory(pid: int) -> list[ProcessMemory]:
     """PSS and RSS of `pid` and all its descendants (bytes). psutil.NoSuchProcess if `pid` is gone; a
     descendant that exits meanwhile is left out."""
-    root = psutil.Process(pid)
     found = []
-    for process in [root, *root.children(recursive=True)]:
+    for process in process_tree(pid):
         try:
             info = process.memory_full_info()
             found.append(ProcessMemory(process.pid, short_command(process), info.pss, info.rss))

@@ -40,6 +40,13 @@ def clean_env(tracking_uri: str, **overrides: str) -> dict[str, str]:
     return env
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """Process `pid` and every process below it, whatever its process group (our serving entrypoint runs
+    MLServer in a group of its own). psutil.NoSuchProcess if `pid` is gone."""
+    leader = psutil.Process(pid)
+    return [leader, *leader.children(recursive=True)]
+
+
 @dataclass(frozen=True)
 class Running:
     pid: int
@@ -48,10 +55,8 @@ class Running:
     grpc_target: str | None
 
     def processes(self) -> list[psutil.Process]:
-        """The leader and every process below it, whatever its process group (our entrypoint runs
-        MLServer in a group of its own)."""
-        leader = psutil.Process(self.pid)
-        return [leader, *leader.children(recursive=True)]
+        """The leader and every process below it (process_tree)."""
+        return process_tree(self.pid)
 
     def mlserver_pid(self) -> int:
         """The `mlserver start` process (ours runs it as `python -m services.serving.mlserver_start start`):
