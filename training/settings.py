@@ -62,6 +62,13 @@ class TrainingSettings(SandboxSettings):
     """Train on only this many images: for quick runs and tests."""
     max_steps: int | None = Field(None, ge=1, validation_alias="SANDBOX_TRAIN_MAX_STEPS")
     """Stop after this many optimiser steps: a deliberately weak candidate for rehearsals."""
+    threads: int = Field(1, ge=1, le=256, validation_alias="OMP_NUM_THREADS")
+    """Threads of torch's intra-op parallelism while training (`torch.set_num_threads`), read from OpenMP's own
+    variable, which torch follows. One by default, not torch's one per core: this network's operations on a
+    batch of 64 are too small to gain from a second thread, and threads that wait for each other lose much
+    when another program holds a core, as the sandbox's servers or an image build do. Measured on 2 cores,
+    2026-12-02, one epoch: idle, 2 threads 18.7 and 20.0 s against 1 thread 20.4 and 18.4 s; beside a busy loop
+    (20,000 images), 40.9 s against 25.2 s; beside the compose smoke test, 37.3 s against 19.0 s."""
     log_every_steps: int | None = Field(None, ge=1, validation_alias="SANDBOX_TRAIN_LOG_EVERY_STEPS")
     """Also log the batch loss every this many optimiser steps (metric batch_loss); unset: per epoch only."""
     serialization_format: Literal["pickle", "pt2"] = Field(

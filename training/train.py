@@ -19,6 +19,7 @@ from pathlib import Path
 
 import mlflow
 import requests
+import torch
 from mlflow.exceptions import MlflowException
 from pydantic import ValidationError
 
@@ -57,6 +58,7 @@ def run(settings: TrainingSettings) -> TrainingResult:
     it, or a store behind it, stops answering later, RegistryError when the alias cannot be set. A run that
     fails is ended FAILED when the server still answers.
     """
+    torch.set_num_threads(settings.threads)
     # Data first: a missing data set fails before anything is written to the tracking store.
     data = load_mnist(
         settings.mnist.root,
@@ -90,6 +92,7 @@ def run(settings: TrainingSettings) -> TrainingResult:
                     "val_size": len(data.val_x),
                     "max_steps": settings.max_steps or "none",
                     "log_every_steps": settings.log_every_steps or "none",
+                    "threads": settings.threads,
                     "parameters": sum(p.numel() for p in model.parameters()),
                 }
             )
@@ -172,6 +175,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-limit", type=int, help="train on only this many images")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     parser.add_argument("--log-every-steps", type=int, help="log the batch loss every this many steps")
+    parser.add_argument("--threads", type=int, help="torch's threads (OMP_NUM_THREADS; default 1)")
     parser.add_argument("--alias", dest="register_alias", help="staging, production or none")
     parser.add_argument("--serialization-format", choices=("pickle", "pt2"), help="how the model's files are written")
     parser.add_argument("--model-name")

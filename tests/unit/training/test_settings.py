@@ -21,12 +21,20 @@ def test_training_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.model.name == "pytorch_simplenn_mnist"
 
 
+def test_training_takes_one_thread_unless_openmps_variable_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert TrainingSettings().threads == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert TrainingSettings().threads == 2
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
         ("SANDBOX_TRAIN_HIDDEN_SIZES", "512,abc", "comma-separated integers"),
         ("SANDBOX_TRAIN_HIDDEN_SIZES", "0", "hidden sizes"),
         ("SANDBOX_TRAIN_EPOCHS", "0", "greater than or equal to 1"),
+        ("OMP_NUM_THREADS", "0", "greater than or equal to 1"),
         ("SANDBOX_TRAIN_LEARNING_RATE", "-1", "greater than 0"),
         ("SANDBOX_REGISTER_ALIAS", "canary", "staging, production"),
         ("SANDBOX_MODEL_NAME", "bad name!", "pattern"),

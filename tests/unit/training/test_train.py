@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,14 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_root: Path) -> 
     return uri
 
 
+@pytest.fixture(autouse=True)
+def torch_threads() -> Iterator[None]:
+    """The job sets torch's threads for its process (TrainingSettings.threads): this one's are restored after."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def train(uri: str, **overrides: Any) -> TrainingResult:
     return run(TrainingSettings(tracking=TrackingClientSettings(tracking_uri=uri), **{**QUICK, **overrides}))
 
@@ -43,6 +52,8 @@ def test_a_run_logs_everything_and_registers_a_version(store: str) -> None:
     client = MlflowClient(store)
     run = client.get_run(result.run_id)
     assert run.data.params["hidden_sizes"] == "64" and run.data.params["epochs"] == "2"
+    # The run records the threads it trained with, which the job set in torch.
+    assert run.data.params["threads"] == str(torch.get_num_threads())
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [1, 2]
     assert run.data.metrics["test_accuracy"] == pytest.approx(result.test_accuracy)
