@@ -89,9 +89,10 @@ def build_priority(niceness: int | None) -> Iterator[None]:
         yield
         return
     os.setpriority(os.PRIO_PROCESS, 0, max(niceness, os.getpriority(os.PRIO_PROCESS, 0)))
-    engine = [proc for proc in psutil.process_iter(["name"]) if proc.info["name"] in ENGINE_PROCESSES]
+    root = os.geteuid() == 0
+    engine = [proc for proc in psutil.process_iter(["name"]) if root and proc.info["name"] in ENGINE_PROCESSES]
     before = {}
-    for proc in engine if os.geteuid() == 0 else []:
+    for proc in engine:
         try:
             before[proc] = proc.nice()
             proc.nice(niceness)
