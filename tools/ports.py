@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import random
 import socket
 from pathlib import Path
@@ -29,11 +30,24 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32_768, 60_999
 
 
+def _share(low: int, high: int) -> tuple[int, int]:
+    """This process's share of the ports [low, high): with pytest-xdist (infra/test.sh), worker gwN of
+    PYTEST_XDIST_WORKER_COUNT takes the N-th of that many equal slices, so that two test processes never hand
+    out the same port. The processes that a test starts inherit both variables, and with them its slice."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 0):
+        return low, high
+    size = (high - low) // int(count)
+    start = low + int(worker[2:]) % int(count) * size
+    return start, start + size
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now and that this process has not handed out.
 
     The port is taken below the kernel's ephemeral range where there is room, so an outgoing
-    connection made between this call and the server's bind cannot take it.
+    connection made between this call and the server's bind cannot take it; and there, from this test
+    process's share of the range (_share).
 
     Raises:
         RuntimeError: no such port was found in 200 tries.
@@ -41,7 +55,7 @@ def free_port() -> int:
     low, _ = _ephemeral_range()
     for _ in range(200):
         if low - _LOWEST >= 1_000:
-            port = _RANDOM.randrange(_LOWEST, low)
+            port = _RANDOM.randrange(*_share(_LOWEST, low))
         else:
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))

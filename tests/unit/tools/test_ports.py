@@ -38,3 +38,17 @@ def test_a_port_a_server_listens_on_is_passed_over(monkeypatch: pytest.MonkeyPat
         monkeypatch.setattr(ports._RANDOM, "randrange", lambda *_: next(offered))
 
         assert free_port() == spare + 1
+
+
+def test_two_test_processes_hand_out_ports_from_ranges_that_do_not_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pytest-xdist's two workers (infra/test.sh): each keeps its own record of the ports it handed out, so
+    # without a share each, both could hand the same port to servers that have not bound it yet.
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    handed_out = {}
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setattr(ports, "_HANDED_OUT", set())
+        handed_out[worker] = [free_port() for _ in range(300)]
+
+    assert max(handed_out["gw0"]) < min(handed_out["gw1"])
+    assert max(handed_out["gw1"]) < _ephemeral_range()[0]
