@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from mlops_sandbox.mnist import has_raw_files
-from mlops_sandbox.processes import group_alive, start_group, stop_group
+from mlops_sandbox.processes import start_group, stop_group
 from mlops_sandbox.settings import MnistSettings
 
 COMPOSE_IMAGES = Path(__file__).resolve().parent / "compose" / "compose_images.py"
@@ -52,9 +52,7 @@ class ImageBuild:
     def stop(self) -> None:
         """Stop the builds if they still run: the session ended before they did."""
         if self.started() and not (self.directory / "status").exists():
-            pid = int((self.directory / "pid").read_text())
-            if self.process is not None or group_alive(pid):
-                stop_group(pid, grace=30, leader=self.process)
+            stop_group(int((self.directory / "pid").read_text()), grace=30, leader=self.process)
 
     def wait(self, timeout: float) -> dict[str, Any]:
         """Wait for the builds (seconds); their report: `existed`, the names of the images that existed before,
@@ -109,7 +107,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     distributed = hasattr(config, "workerinput")
     items[:] = docker + others if distributed else others + docker
     # Every worker collects the same tests: the first one starts the builds.
-    first = config.workerinput["workerid"] == "gw0" if distributed else True  # type: ignore[attr-defined]
+    first = not distributed or config.workerinput["workerid"] == "gw0"  # type: ignore[attr-defined]
     if docker and others and first and not config.option.collectonly:
         config.stash[IMAGE_BUILD].start()
 

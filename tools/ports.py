@@ -53,9 +53,10 @@ def free_port() -> int:
         RuntimeError: no such port was found in 200 tries.
     """
     low, _ = _ephemeral_range()
+    share = _share(_LOWEST, low)
     for _ in range(200):
         if low - _LOWEST >= 1_000:
-            port = _RANDOM.randrange(*_share(_LOWEST, low))
+            port = _RANDOM.randrange(*share)
         else:
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))
