@@ -221,7 +221,12 @@ def up(stack: Stack, *, train: bool) -> None:
     # Prometheus comes from the system (Debian's package), not from the venv: without it the sandbox runs, and
     # only rollouts, which read their metrics from it, are unavailable.
     with_prometheus = shutil.which("prometheus") is not None
-    # Every port first: a port taken by another program stops `up` before it starts anything.
+    # What is missing or taken stops `up` before it starts anything: the environments, then every port.
+    if not s.tracking_interpreter.exists():
+        raise StackError(
+            f"the tracking server's environment is missing ({s.tracking_interpreter}, SANDBOX_TRACKING_PYTHON): "
+            "make it with bash infra/bootstrap.sh"
+        )
     listeners = [
         ("mlflow", "mlflow_port"),
         ("serving", "serving_http_port"),
@@ -240,11 +245,6 @@ def up(stack: Stack, *, train: bool) -> None:
         run.wait_ready("s3", s.url(ports.s3_port), timeout=s.start_timeout, any_answer=True)
         run.job("create-bucket", [PYTHON, "-m", "infra.ops.create_bucket"])
     mlflow_url = s.url(ports.mlflow_port)
-    if not s.tracking_interpreter.exists():
-        raise StackError(
-            f"the tracking server's environment is missing ({s.tracking_interpreter}, SANDBOX_TRACKING_PYTHON): "
-            "make it with bash infra/bootstrap.sh"
-        )
     run.start("mlflow", [str(s.tracking_interpreter), "-m", "services.mlflow.entrypoint"])
     run.wait_ready("mlflow", f"{mlflow_url}/health", timeout=s.start_timeout)
     stack.write_client_endpoints()
