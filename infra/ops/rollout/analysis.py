@@ -96,9 +96,10 @@ def judge(
     Errors abort at once, mid-step, as soon as they are evidence: FAILURES_TO_ABORT_EARLY failed requests and
     an error rate whose lower confidence bound (Wilson, one-sided 95 %) is above `max_error_rate`, so that a
     candidate that refuses every request loses its share within seconds, not at the end of the interval. At
-    the end of the step, the error rate itself is compared. Latency is judged at the end of
-    the step on the step's own answers, once both backends have P99_MIN_ANSWERS; accuracy on every labelled
-    answer since the rollout began, with the confidence test of `drop_noise` at `accuracy_z(looks)`.
+    the end of the step, the error rate itself is compared. Latency is judged at the end of the step on the
+    step's own answers, once both backends have P99_MIN_ANSWERS (so not at 100 %, where production answers
+    nothing); accuracy on every labelled answer since the rollout began, with the confidence test of
+    `drop_noise` at `accuracy_z(looks)`.
     """
     failures = candidate.client_errors + candidate.server_errors
     significant = failures >= FAILURES_TO_ABORT_EARLY and wilson_lower_bound(failures, candidate.requests) > (
@@ -118,7 +119,10 @@ def judge(
         return Verdict(False, f"too little traffic to judge: {candidate.requests:.0f} < {limits.min_requests} requests")
     notes = [f"error rate {candidate.error_rate:.1%}"]
     if candidate.answers < P99_MIN_ANSWERS or production.answers < P99_MIN_ANSWERS:
-        notes.append(f"p99 not judged: fewer than {P99_MIN_ANSWERS} answers")
+        notes.append(
+            f"p99 not judged: {candidate.answers:.0f} and {production.answers:.0f} answers in the step "
+            f"(fewer than {P99_MIN_ANSWERS} each)"
+        )
     elif candidate.p99_seconds is not None and production.p99_seconds:
         ratio = candidate.p99_seconds / production.p99_seconds
         if ratio > limits.max_p99_ratio:

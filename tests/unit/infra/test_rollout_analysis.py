@@ -71,6 +71,18 @@ def test_p99_is_not_judged_on_fewer_answers_than_a_99th_percentile_needs() -> No
     assert judge(enough, PRODUCTION, LIMITS, step_over=True).passed is False
 
 
+def test_at_100_percent_p99_is_not_judged_but_accuracy_since_the_rollout_began_is() -> None:
+    # Production answers nothing in the step; its labelled answers of the earlier steps still count.
+    idle = BackendStats(requests=0, correct=980, labelled=1000)
+    slow = BackendStats(requests=600, p99_seconds=0.1, correct=1170, labelled=1200)  # 0.975
+    verdict = judge(slow, idle, LIMITS, step_over=True)
+    assert verdict.passed is True
+    assert "p99 not judged: 600 and 0 answers in the step" in verdict.reason
+    assert "accuracy 0.9750 vs 0.9800" in verdict.reason
+    worse = BackendStats(requests=600, p99_seconds=0.01, correct=1080, labelled=1200)  # 0.90
+    assert judge(worse, idle, LIMITS, step_over=True).passed is False
+
+
 def test_a_less_accurate_candidate_fails_on_online_accuracy() -> None:
     worse = BackendStats(requests=200, correct=180, labelled=200)  # 0.90, 8 points below
     verdict = judge(worse, PRODUCTION, LIMITS, step_over=True)
