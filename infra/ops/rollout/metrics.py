@@ -27,11 +27,16 @@ def growth(series: str, by: str, seconds: int) -> str:
 
     Not increase(): increase() only sees a series from its first sample, so the requests counted before a
     new series' first scrape (a version that just began to answer, its first error) would be missed, and a
-    10 % step's few dozen requests would be judged on fewer still. Subtracting the sum `seconds` ago, or 0
-    for a series that did not exist yet, counts every one of them.
+    10 % step's few dozen requests would be judged on fewer still. Each series' value minus its value
+    `seconds` ago, or its whole value for a series that did not exist yet, counts every one of them.
+
+    Series by series, then summed: a serving process that is replaced takes its series with it, and
+    subtracting sums would take the old series' counts from the others' growth (a shadow's production
+    measured 1.11 online accuracy, more right answers than labelled ones, in one CI run). A counter that
+    restarted from 0 (a smaller value than before) counts from its restart.
     """
-    now = f"sum by ({by}) ({series})"
-    return f"({now} - (sum by ({by}) ({series} offset {max(1, seconds)}s) or {now} * 0))"
+    before = f"{series} offset {max(1, seconds)}s"
+    return f"sum by ({by}) ((({series} - {before}) >= 0) or {series})"
 
 
 def step_queries(seconds: int, accuracy_seconds: int) -> dict[str, str]:

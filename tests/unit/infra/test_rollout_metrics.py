@@ -18,6 +18,8 @@ SERIES = {
     'sandbox_traffic_requests_total{backend="production",outcome="ok"}': "0+10x30",
     'sandbox_traffic_predictions_total{backend="production",correct="true"}': "0+9x30",
     'sandbox_traffic_predictions_total{backend="production",correct="false"}': "0+1x30",
+    # A second generator's counter restarts from 0 at 50 s (240 before): counted from its restart, 30.
+    'sandbox_traffic_requests_total{backend="production",outcome="ok",instance="b"}': "0+10x24 5+5x5",
     # The candidate begins to answer at 50 s: 3 answers before its first scrape, 11 in all, 2 refusals.
     'sandbox_traffic_requests_total{backend="candidate",outcome="ok"}': "_x25 3 5 7 9 11",
     'sandbox_traffic_requests_total{backend="candidate",outcome="client_error"}': "_x28 1 2",
@@ -25,7 +27,7 @@ SERIES = {
     'sandbox_traffic_predictions_total{backend="candidate",correct="false"}': "_x26 1 2 3 4",
 }
 EXPECTED = {
-    "requests": {"production": 100, "candidate": 13},
+    "requests": {"production": 130, "candidate": 13},
     "client_errors": {"candidate": 2},
     "correct": {"production": 90, "candidate": 7},
     "labelled": {"production": 100, "candidate": 11},
@@ -58,7 +60,8 @@ def test_a_step_counts_every_request_including_those_before_a_new_series_first_s
 
 
 def test_a_shadow_counts_each_version_on_the_serving_counters_and_envoy_latency_by_backend(tmp_path: Path) -> None:
-    """Version 9 (the candidate) is born at 50 s, when mirroring began; version 8 (production) answers throughout."""
+    """Version 9 (the candidate) is born at 50 s, when mirroring began; version 8 (production) answers throughout,
+    and the series of another process that served it end at 42 s."""
     on = 'model_name="m",model_version'
     series = {
         f'served_model_requests_total{{{on}="8"}}': "0+10x30",
@@ -68,6 +71,14 @@ def test_a_shadow_counts_each_version_on_the_serving_counters_and_envoy_latency_
         f'served_model_failed_requests_total{{{on}="9",kind="client"}}': "_x28 1 2",
         f'served_model_labelled_predictions_total{{{on}="9",digit="3",correct="true"}}': "_x25 3 6 9 12 15",
         f'served_model_labelled_predictions_total{{{on}="9",digit="5",correct="false"}}': "_x25 1 2 3 4 5",
+        # The staging endpoint's process served version 8 until 40 s, then was replaced: its series end.
+        f'served_model_requests_total{{{on}="8",instance="staging"}}': "0+5x20 stale",
+        f'served_model_labelled_predictions_total{{{on}="8",digit="3",correct="true",instance="staging"}}': (
+            "0+4x20 stale"
+        ),
+        f'served_model_labelled_predictions_total{{{on}="8",digit="5",correct="false",instance="staging"}}': (
+            "0+1x20 stale"
+        ),
         # Envoy: every production answer within 5 ms, every candidate answer between 25 and 50 ms.
         'envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="production_rest",le="5"}': "0+10x30",
         'envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="production_rest",le="+Inf"}': "0+10x30",
