@@ -32,8 +32,8 @@ def test_a_port_a_server_listens_on_is_passed_over(monkeypatch: pytest.MonkeyPat
         server.bind(("127.0.0.1", 0))
         server.listen()
         taken = server.getsockname()[1]
-        # A port found free just now, forgotten again: a guess such as spare + 1 is not safe, since a server
-        # that another test had started held it in one CI run.
+        # A port found free just now, forgotten again: a guess such as spare + 1 is not safe, since something
+        # else on the machine held it in one clean CI run.
         spare = free_port()
         monkeypatch.setattr(ports, "_HANDED_OUT", set())
         offered = iter([taken, spare])
