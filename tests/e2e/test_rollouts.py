@@ -1,13 +1,16 @@
-"""Canary rollouts in the local stack, as `bash infra/sandbox.sh rehearse SCENARIO` runs them: live traffic
-over REST and gRPC through the router (Envoy), judged on Prometheus, recorded in MLflow.
+"""The main command's local stack (`python -m infra.local.stack up`, on free ports), and canary rollouts in it
+as `bash infra/sandbox.sh rehearse SCENARIO` runs them: live traffic over REST and gRPC through the router
+(Envoy), judged on Prometheus, recorded in MLflow.
 
-One sandbox (`python -m infra.local.stack up`, on free ports) serves every test of the module, in order:
-a good candidate is promoted with no failed request, its version's page links to the rollout's run, and
+One sandbox serves every test of the module, in order: `up` starts every service and serves version 1; a good
+candidate is promoted with no failed request, its version's page links to the rollout's run, and
 every panel of the Grafana dashboard has data for both versions of that rollout; a schema-breaking, a less
 accurate and a slower one are each aborted for their own reason with production unchanged; a less accurate
 one run as a shadow is found worse on mirrored traffic while clients are answered by production alone; a
 rollout stopped with Ctrl+C (or SIGTERM) leaves all traffic on production, and a second one cannot start
-while the first runs.
+while the first runs. Last, `down` stops every process, and `up` again keeps the data, trains and serves the
+next version, on which the blue-green rehearsal passes. (One stack for all: each `up` costs a training run and
+six services' start, on CI's two busy cores.)
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from mlflow.tracking import MlflowClient
 from playwright.sync_api import expect, sync_playwright
 
 from mlops_sandbox import registry
+from mlops_sandbox.processes import group_alive
 from mlops_sandbox.prometheus import PrometheusQuery
 from mlops_sandbox.router import RouterAdmin, Split
 from mlops_sandbox.waiting import NotReadyYet, wait_for
@@ -45,6 +49,10 @@ DASHBOARD = PROJECT_ROOT / "services" / "grafana" / "dashboards" / "rollouts.jso
 class Sandbox:
     env: dict[str, str]
     ports: dict[str, int]
+    root: Path
+    """SANDBOX_DIR: its data, logs and the run/ folder of process-group files."""
+    up_output: str
+    """What the module's first `up` printed."""
 
     def url(self, port: str) -> str:
         return f"http://127.0.0.1:{self.ports[port]}"
@@ -75,9 +83,30 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Itera
     up = run_module("infra.local.stack", "up", env=env)
     try:
         assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
-        yield Sandbox(env, ports)
+        yield Sandbox(env, ports, root / "sandbox", up.stdout)
     finally:
         run_module("infra.local.stack", "down", env=env)
+    assert not list((root / "sandbox" / "run").glob("*.pid"))
+
+
+def process_groups(sandbox: Sandbox) -> list[int]:
+    """The process groups that `up` recorded (run/*.pid), one per long-running service."""
+    return [json.loads(p.read_text())["pid"] for p in (sandbox.root / "run").glob("*.pid")]
+
+
+def test_up_starts_every_service_and_serves_the_first_version(sandbox: Sandbox) -> None:
+    assert "The sandbox is up" in sandbox.up_output
+    assert sandbox.url("SANDBOX_MLFLOW_PORT") in sandbox.up_output
+    assert "served version 1" in sandbox.up_output
+    serving = f"{sandbox.url('SANDBOX_SERVING_HTTP_PORT')}/v2/models/{MODEL}"
+    assert requests.get(f"{serving}/ready", timeout=5).status_code == 200
+    logs = {p.name for p in (sandbox.root / "logs").iterdir()}
+    expected = {"s3", "mlflow", "training", "serving", "predict", "router", "prometheus"}
+    assert {f"{name}.log" for name in expected} <= logs
+    assert (sandbox.root / "s3-credentials.json").stat().st_mode & 0o077 == 0
+    groups = process_groups(sandbox)
+    # s3, mlflow, both serving endpoints, the router and Prometheus
+    assert len(groups) == 6 and all(group_alive(g) for g in groups)
 
 
 def rollout_runs(sandbox: Sandbox, candidate: str) -> list[str]:
@@ -328,3 +357,49 @@ def test_an_interrupted_rollout_leaves_all_traffic_on_production_and_a_second_ca
     assert (
         requests.get(f"{sandbox.url('SANDBOX_ROUTER_REST_PORT')}/v2/models/{MODEL}/ready", timeout=5).status_code == 200
     )
+
+
+def test_down_stops_everything_and_up_again_serves_the_next_version(sandbox: Sandbox) -> None:
+    production = sandbox.production()
+    latest = max(int(v.version) for v in sandbox.client.search_model_versions(f"name = '{MODEL}'"))
+    groups = process_groups(sandbox)
+    down = run_module("infra.local.stack", "down", env=sandbox.env)
+    assert down.returncode == 0, down.stderr
+    assert not any(group_alive(g) for g in groups)
+    assert not list((sandbox.root / "run").glob("*.pid"))
+    serving = f"{sandbox.url('SANDBOX_SERVING_HTTP_PORT')}/v2/models/{MODEL}"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{serving}/ready", timeout=2)
+
+    again = run_module("infra.local.stack", "up", env=sandbox.env)
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    assert f"version {latest + 1} is now @production (was version {production})" in again.stdout
+    assert f"served version {latest + 1}" in again.stdout
+    staging = f"{sandbox.url('SANDBOX_STAGING_HTTP_PORT')}/v2/models/{MODEL}"
+    assert requests.get(f"{staging}/ready", timeout=5).status_code == 200
+
+    rehearsal = run_module("infra.local.stack", "rehearse", env=sandbox.env)
+    assert rehearsal.returncode == 0, rehearsal.stdout[-4000:] + rehearsal.stderr[-4000:]
+    for step in (
+        "train and stage",
+        "smoke-test staging",
+        "gate, then promote",
+        "verify production",
+        "roll back",
+        "verify production again",
+    ):
+        assert any(step in line and " ok " in line for line in rehearsal.stdout.splitlines()), step
+    assert "rehearsal passed" in rehearsal.stdout
+
+    # From a shell that knows neither the tracking URI nor the stack's ports (none of them is a default):
+    # `sandbox list` finds the running stack's server, instead of waiting for 127.0.0.1:5000.
+    shell = {key: value for key, value in sandbox.env.items() if key not in sandbox.ports}
+    listing = run_module("infra.cli", "list", env=dict(shell, SANDBOX_TRACKING_WAIT_SECONDS="5"))
+    assert listing.returncode == 0, listing.stdout[-2000:] + listing.stderr[-2000:]
+    rows = [line.split()[:2] for line in listing.stdout.splitlines()[1:3]]
+    # The rehearsal staged the version after, promoted it over the one `up` trained, and rolled back.
+    assert rows == [[str(latest + 2), "Archived"], [str(latest + 1), "Production"]], listing.stdout
+    # The registry never contradicts itself (registry.inconsistencies): `list` would say so on stderr, and
+    # @staging left the archived version for production's.
+    assert "warning:" not in listing.stderr, listing.stderr
+    assert listing.stdout.splitlines()[2].split()[2] == "production,staging", listing.stdout
