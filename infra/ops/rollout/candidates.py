@@ -39,8 +39,10 @@ TRAINING_ARGS: dict[str, tuple[str, ...]] = {
     # the candidate's own replica queue at 50 % of the traffic, as a model too slow for its load does.
     # 1,000 images: the scenario rehearses the latency rule, and a forward pass costs the same however briefly
     # the network trained (5,000 took 41 s on 2 idle cores, and the CI run's slowest rollout test, 251 s, on
-    # busy ones). Every core: unlike the sandbox's own network (TrainingSettings.threads), 4096-wide layers
-    # gain from them (one epoch of 5,000 images on 2 idle cores: 41 s with 2 threads, 72 s with 1; 2026-12-02).
+    # busy ones). Every core this process may run on (its CPU affinity: a container's --cpuset-cpus or taskset,
+    # where os.cpu_count() counts the machine's): unlike the sandbox's own network (TrainingSettings.threads),
+    # 4096-wide layers gain from them (one epoch of 5,000 images on 2 idle cores: 41 s with 2 threads, 72 s
+    # with 1; 2026-12-02).
     "slower": (
         "--hidden-sizes",
         "4096,4096,4096,4096,4096,4096",
@@ -49,7 +51,7 @@ TRAINING_ARGS: dict[str, tuple[str, ...]] = {
         "--train-limit",
         "1000",
         "--threads",
-        str(os.cpu_count() or 1),
+        str(len(os.sched_getaffinity(0))),
     ),
 }
 KINDS = (*TRAINING_ARGS, "schema")
