@@ -12,6 +12,11 @@ change nothing. That is exactly what serving needs (the registry and the model's
 gets no grant at all; promoting needs EDIT on the registered model, which only the admin (and the owner who
 created the model) has. Webhooks are admin-only in the app (`CreateWebhook: sender_is_admin`, 3.12 to 3.17.2), so
 serving's read-only user cannot register one and serving follows its alias by polling.
+
+`auth_cache_ttl_seconds` (SANDBOX_AUTH_CACHE_TTL_SECONDS, 60 s by default; MLflow's own default, 0, is off):
+MLflow checks basic auth's password with a scrypt hash on every request (a signed-in registry search cost the
+server about 0.5 s of CPU), and the sandbox's clients send it with every request; the app's cache of checked
+credentials keeps that to once a minute per client (about 30 ms a request; docs/settings.md).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ def write_config(auth: AuthSettings, directory: Path) -> Path:
         "admin_username": auth.admin_username,
         "admin_password": auth.require("admin_password").get_secret_value(),
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        "auth_cache_ttl_seconds": str(auth.cache_ttl_seconds),
     }
     path = directory / "basic_auth.ini"
     path.touch(mode=0o600)

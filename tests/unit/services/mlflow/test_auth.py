@@ -7,6 +7,7 @@ import configparser
 from pathlib import Path
 
 import pytest
+from mlflow.server.auth.config import read_auth_config
 from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 from pydantic import ValidationError
 
@@ -61,7 +62,9 @@ def test_with_auth_on_a_missing_placeholder_or_short_secret_stops_the_server_nam
         TrackingServerSettings()
 
 
-def test_with_auth_on_the_server_runs_mlflows_basic_auth_app_on_a_private_ini(auth_env: Path, tmp_path: Path) -> None:
+def test_with_auth_on_the_server_runs_mlflows_basic_auth_app_on_a_private_ini(
+    auth_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = TrackingServerSettings()
     command = server_command(settings)
     assert command[command.index("--app-name") + 1] == "basic-auth"
@@ -75,9 +78,13 @@ def test_with_auth_on_the_server_runs_mlflows_basic_auth_app_on_a_private_ini(au
         "admin_username": "admin",
         "admin_password": "?",
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        "auth_cache_ttl_seconds": "60",
     }
     env = server_env(settings, ini)
     assert env["MLFLOW_AUTH_CONFIG_PATH"] == str(ini)
+    # MLflow's own reader takes the credential cache's lifetime from it.
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ini))
+    assert read_auth_config().auth_cache_ttl_seconds == 60
     assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"].startswith("flask-key-")
 
 
