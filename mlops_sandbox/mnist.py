@@ -8,9 +8,15 @@ The training job, predict, the promotion gate and the rehearsal all read the sam
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torchvision import datasets
+if TYPE_CHECKING:
+    import torch
+    from torchvision import datasets
+
+# torch and torchvision are imported where they are used, not here: the registry CLI, predict and the training
+# job import this module for MnistUnavailable and has_raw_files too, and the two cost about 4 s of CPU to
+# import (`python -m infra.ops.registry --help` took 8.6 s with them, 2026-12-03), in every `sandbox list`.
 
 RAW_FILES = (
     "train-images-idx3-ubyte",
@@ -48,6 +54,8 @@ def read_split(root: Path, *, train: bool, download: bool) -> datasets.MNIST:
     """
     if not has_raw_files(root) and not download:
         raise MnistUnavailable(_missing_message(root, "the files are missing and SANDBOX_MNIST_DOWNLOAD is off"))
+    from torchvision import datasets
+
     try:
         return datasets.MNIST(str(root), train=train, download=download)
     except (RuntimeError, OSError) as err:
@@ -56,6 +64,8 @@ def read_split(root: Path, *, train: bool, download: bool) -> datasets.MNIST:
 
 def to_inputs(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (N, 28, 28) as the model's input: float32 (N, 1, 28, 28) in [0, 1]."""
+    import torch
+
     return images.unsqueeze(1).to(torch.float32).div_(255.0)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -45,3 +48,11 @@ def test_cli_archive_and_delete_leave_no_alias_behind_and_list_flags_one(
     client.delete_model_version("pytorch_simplenn_mnist", "3")
     assert cli(["list"]) == 0
     assert "warning: @champion names version 3, which does not exist" in capsys.readouterr().err
+
+
+def test_commands_other_than_the_gate_do_not_import_torch() -> None:
+    # torch and torchvision took about 4 s of CPU to import, and made `sandbox list` take 8.6 s before it asked
+    # the server anything (2026-12-03); only --gate, which measures MNIST images, needs them.
+    probe = "import sys, infra.ops.registry; print(sorted({'torch', 'torchvision'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
