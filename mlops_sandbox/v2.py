@@ -13,6 +13,7 @@ elsewhere), so the clients of this project survive a change of server. Two thing
 
 from __future__ import annotations
 
+import http.client
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,6 +36,14 @@ accuracy; production systems join labels that arrive later to logged predictions
 
 class InferenceError(RuntimeError):
     """The server refused or failed a request, or could not be reached; the message carries its answer."""
+
+
+class WrongProtocol(InferenceError):
+    """The port answers the other V2 protocol (REST's HTTP/1.1 where gRPC was asked, or the reverse): a mistake
+    in the address that no wait repairs, so a readiness probe raises it at once instead of retrying."""
+
+
+PORTS_HINT = "V2 servers take REST and gRPC on different ports (MLServer's defaults: REST 8080, gRPC 8081)"
 
 
 @dataclass(frozen=True)
@@ -114,7 +123,16 @@ class V2Client:
         try:
             return getattr(self.client, method)(*args, **kwargs)
         except InferenceServerException as err:
+            # gRPC's own words for an HTTP/1.1 server at the address (grpc's chttp2 transport).
+            if "http1.x server" in (err.message() or ""):
+                raise WrongProtocol(
+                    f"{self.infer_url}: this port answers HTTP/1.1, not gRPC: is it the REST port? {PORTS_HINT}"
+                ) from err
             raise InferenceError(f"{self.infer_url}: {err.message()} (status {err.status()})") from err
+        except http.client.HTTPException as err:  # geventhttpclient's parser: the answer was not HTTP/1.x
+            raise WrongProtocol(
+                f"{self.infer_url}: this port does not answer HTTP/1.1 ({err}): is it the gRPC port? {PORTS_HINT}"
+            ) from err
         except OSError as err:  # connection refused or reset, REST timeouts (gevent's and socket's)
             raise InferenceError(f"{self.infer_url}: {err}") from err
 
@@ -122,11 +140,13 @@ class V2Client:
         """Return when the model answers ready; otherwise raise NotReadyYet (a probe for wait_for) saying why, as a
         person can act on it: the connection error, or the server's own answer (e.g. "Model mnist not found
         (status 404)"). V2 REST's ready endpoint answers a bare status, so the model's metadata is asked for the
-        reason."""
+        reason. WrongProtocol, which no wait repairs, is raised as it is."""
         try:
             if self._call("is_model_ready", self.model):
                 return
             self._call("get_model_metadata", self.model)
+        except WrongProtocol:
+            raise
         except InferenceError as err:
             raise NotReadyYet(str(err)) from err
         raise NotReadyYet(f"{self.infer_url}: the server knows the model, which is not ready yet")

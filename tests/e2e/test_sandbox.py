@@ -71,6 +71,17 @@ def test_predict_says_at_once_what_it_waits_for_and_why_it_gave_up(stack: Stack,
     nobody = f"http://127.0.0.1:{free_port()}"
     done = run_module("infra.ops.predict", "--serving-url", nobody, "--wait-seconds", "1", "-n", "10", env=env)
     assert done.returncode == 2 and "Connection refused" in done.stderr.splitlines()[-1]
+    # Each protocol at the other's port: a mistake no wait repairs, named at the first try, with the full wait
+    # (60 s) left unused: no "waiting up to" notice, which comes after a try that will be repeated.
+    for protocol, url, other in (
+        ("rest", f"http://127.0.0.1:{stack.grpc_port}", "gRPC"),
+        ("grpc", stack.serving_url.removeprefix("http://"), "REST"),
+    ):
+        done = run_module("infra.ops.predict", "--serving-url", url, "--protocol", protocol, "-n", "10", env=env)
+        assert done.returncode == 2, done.stderr
+        assert "waiting up to" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.splitlines()[-1].startswith("error:"), done.stderr
+        assert f"is it the {other} port?" in done.stderr and "gRPC 8081" in done.stderr, done.stderr
 
 
 def test_grpc_answers_as_rest_does(stack: Stack, mnist_root: Path) -> None:
