@@ -42,7 +42,10 @@ def connect(
             f"{uri.rstrip('/')}/health",
             service="MLflow tracking server",
             timeout=settings.wait_seconds,
-            hint="Check that it is running and that MLFLOW_TRACKING_URI points at it.",
+            hint=(
+                "Check that it is running (the sandbox's: bash infra/sandbox.sh up, or docker compose up) and that "
+                "MLFLOW_TRACKING_URI points at it."
+            ),
             notice=notice,
         )
         check_credentials(settings)

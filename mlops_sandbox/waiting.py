@@ -53,15 +53,17 @@ def wait_for(
     naming `service`, `address`, the last error and `hint`.
 
     `notice`, when given, is called once, after the first failed try, with a line saying what is waited for,
-    how long at most, and why: a command-line tool passes one that prints it, so that a person is not left
-    looking at a silent terminal for the whole wait.
+    how long at most, and why, then `hint`: a command-line tool passes one that prints it, so that a person is
+    not left looking at a silent terminal for the whole wait, and can act on it at once.
     """
 
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         log.info("waiting for %s at %s: %s", service, address, error)
         if notice is not None and state.attempt_number == 1:
-            notice(f"waiting up to {timeout:.0f} s for {service} at {address} ({error})")
+            notice(
+                f"waiting up to {timeout:.0f} s for {service} at {address} ({error})" + (f". {hint}" if hint else "")
+            )
 
     retrying = Retrying(
         stop=stop_after_delay(timeout),

@@ -59,8 +59,8 @@ def test_notice_is_told_once_what_is_awaited_for_how_long_and_why() -> None:
             raise answer
         return answer
 
-    wait_for(probe, service="db", address="db:5432", timeout=10, interval=0.01, notice=notices.append)
-    assert notices == ["waiting up to 10 s for db at db:5432 (starting)"]
+    wait_for(probe, service="db", address="db:5432", timeout=10, interval=0.01, hint="Is it up?", notice=notices.append)
+    assert notices == ["waiting up to 10 s for db at db:5432 (starting). Is it up?"]
     wait_for(lambda: "ready", service="db", address="db:5432", timeout=10, notice=notices.append)
     assert len(notices) == 1  # nothing to say when the first try succeeds
 
