@@ -121,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
                 service="model server",
                 address=args.serving_url,
                 timeout=args.wait_seconds,
-                hint="--served-model names the model on the server; --wait-seconds sets this wait.",
+                hint=(
+                    "--serving-url is the endpoint (the sandbox's production: http://127.0.0.1:8080 for REST, "
+                    "127.0.0.1:8081 for gRPC; `sandbox status` shows what runs); --served-model names the model on "
+                    "the server; --wait-seconds sets this wait."
+                ),
                 notice=on_stderr,
             )
             result = evaluate_served(client, images.numpy(), labels.numpy(), args.batch_size)
