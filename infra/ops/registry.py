@@ -150,6 +150,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def no_versions(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """Why `list` has nothing to show: a registered model without versions, or no model of that name at all,
+    with the names the registry does hold (a mistyped SANDBOX_MODEL_NAME or --model-name)."""
+    if client.search_registered_models(filter_string=f"name = '{name}'"):
+        return f"{name} has no versions yet at {tracking_uri}"
+    names = sorted(model.name for model in client.search_registered_models(max_results=100))
+    held = f"it holds {', '.join(names)}" if names else "it holds none yet"
+    return f"no registered model is named {name} at {tracking_uri}: {held} (--model-name or SANDBOX_MODEL_NAME)"
+
+
 def run_command(client: MlflowClient, name: str, tracking_uri: str, args: argparse.Namespace) -> int:
     """Run the parsed command; its exit code."""
     if args.command == "promote" and args.gate:
@@ -170,7 +180,7 @@ def run_command(client: MlflowClient, name: str, tracking_uri: str, args: argpar
     else:
         rows = registry.lineage(client, name)
         if not rows:
-            print(f"{name} has no versions yet at {tracking_uri}", file=sys.stderr)
+            print(no_versions(client, name, tracking_uri), file=sys.stderr)
             return 1
         print(registry.format_lineage(rows))
         for problem in registry.inconsistencies(client, name):

@@ -56,3 +56,15 @@ def test_commands_other_than_the_gate_do_not_import_torch() -> None:
     probe = "import sys, infra.ops.registry; print(sorted({'torch', 'torchvision'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_list_tells_a_model_without_versions_from_a_mistyped_name(
+    client: MlflowClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.create_registered_model("empty_model")
+    assert cli(["--model-name", "empty_model", "list"]) == 1
+    assert "empty_model has no versions yet at " in capsys.readouterr().err
+    assert cli(["--model-name", "pytorch_mnist", "list"]) == 1
+    err = capsys.readouterr().err
+    assert "no registered model is named pytorch_mnist" in err
+    assert "it holds empty_model, pytorch_simplenn_mnist (--model-name or SANDBOX_MODEL_NAME)" in err
