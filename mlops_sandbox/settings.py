@@ -178,10 +178,9 @@ class AuthSettings(SandboxSettings):
     request (serving's alias poll, each batch of metrics a training run logs), and each check is a scrypt hash
     (werkzeug 3.1): a signed-in registry search cost the server 486-558 ms of CPU with 0, and 24-34 ms with 60
     (60 requests each, this project's 2-core machine, 2026-12-03), so two serving endpoints polling every 2 s
-    kept half a core busy. A password changed or a user
-    deleted through MLflow's API counts at once on the worker that handled it; with MLFLOW_WORKERS above 1 the
-    other workers, and every worker for a change made in the database directly, accept the old password until
-    their entry expires."""
+    kept half a core busy. A password changed or a user deleted through MLflow's API counts at once on the
+    worker that handled it; with MLFLOW_WORKERS above 1 the other workers, and every worker for a change made in
+    the database directly, accept the old password until their entry expires."""
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> AuthSettings:

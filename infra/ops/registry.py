@@ -153,8 +153,12 @@ def main(argv: list[str] | None = None) -> int:
 def no_versions(client: MlflowClient, name: str, tracking_uri: str) -> str:
     """Why `list` has nothing to show: a registered model without versions, or no model of that name at all,
     with the names the registry does hold (a mistyped SANDBOX_MODEL_NAME or --model-name)."""
-    if client.search_registered_models(filter_string=f"name = '{name}'"):
+    try:
+        client.get_registered_model(name)
         return f"{name} has no versions yet at {tracking_uri}"
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
     names = sorted(model.name for model in client.search_registered_models(max_results=100))
     held = f"it holds {', '.join(names)}" if names else "it holds none yet"
     return f"no registered model is named {name} at {tracking_uri}: {held} (--model-name or SANDBOX_MODEL_NAME)"
