@@ -205,17 +205,17 @@ def test_a_10_percent_canary_gets_10_percent_of_requests(running: Router) -> Non
     assert running.candidate.count("mirrored") == 0
 
 
-WORKERS_TAKE_THE_SPLIT = 1.0
-"""Seconds after set_split returns during which a request may still see the old split: Envoy's worker threads
-take a runtime change from its admin thread on their next turn (RouterAdmin.set_split). One request in 150 did,
-once, with the machine loaded by a compose build; on a slower 2-core machine, one did 0.2 s after the change
-(2026-12-02). A second is still far inside any step of a rollout (10 s and more)."""
+WORKERS_TAKE_THE_SPLIT = 0.1
+"""Seconds of margin after set_split returns: Envoy's admin thread posts a runtime change to each worker's
+event loop, which may take a request already waiting in the same turn first (RouterAdmin.set_split). With
+no margin at all and six busy loops beside it, 26 runs saw no request take the old split (2026-12-03)."""
 
 
 def test_changing_the_split_under_load_loses_no_request(running: Router) -> None:
     steps = [0.0, 10.0, 50.0, 100.0, 0.0]
     per_step = 150
-    # The step in force when a request is sent; None while set_split runs, when either split may apply.
+    # The step in force from before a request is sent until its answer is back; None when the split changed
+    # meanwhile, or may have: either split may apply to it.
     step: int | None = 0
     answers: dict[int | None, list[str]] = {index: [] for index in [None, *range(len(steps))]}
     failures: list[str] = []
@@ -226,9 +226,13 @@ def test_changing_the_split_under_load_loses_no_request(running: Router) -> None
             while not stop.is_set():
                 sent_during = step
                 try:
-                    answers[sent_during].append(send(session, running.rest_url))
+                    backend = send(session, running.rest_url)
                 except (AssertionError, requests.RequestException) as err:
                     failures.append(f"step {sent_during}: {err}")
+                    continue
+                # A request labelled at its send alone may reach Envoy after the next set_split: it did in CI
+                # (one production answer among 150 at 100 %) and in 3 of 8 runs beside six busy loops.
+                answers[sent_during if step == sent_during else None].append(backend)
 
     def reached(index: int) -> Callable[[], None]:
         def probe() -> None:
@@ -251,8 +255,8 @@ def test_changing_the_split_under_load_loses_no_request(running: Router) -> None
         thread.join(timeout=30)
     total = sum(len(each) for each in answers.values())
     print(
-        f"split 0→10→50→100→0 under load: {total} requests answered 200 ({len(answers[None])} of them sent while "
-        f"the split changed), {len(failures)} failed"
+        f"split 0→10→50→100→0 under load: {total} requests answered 200 ({len(answers[None])} of them sent or "
+        f"answered while the split was changing), {len(failures)} failed"
     )
     assert failures == []
     assert set(answers[0]) == {"production"}
