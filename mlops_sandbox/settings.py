@@ -223,7 +223,8 @@ class MnistSettings(SandboxSettings):
     """Where MNIST's files are (the training job, predict, the gate and the rehearsal read the same ones)."""
 
     root: Path = Field(Path("data/mnist"), validation_alias="SANDBOX_MNIST_ROOT", json_schema_extra=IN_ENV_EXAMPLE)
-    """A torchvision root that holds MNIST/raw/*-ubyte, relative to the folder the command runs in."""
+    """A torchvision root that holds MNIST/raw/*-ubyte. A relative path, as the default, is read from the folder
+    each command runs in: give a copy of your own as an absolute path. Compose sets its own (the `mnist` volume)."""
     download: bool = Field(True, validation_alias="SANDBOX_MNIST_DOWNLOAD")
     """Download MNIST into the root when its files are missing (needs internet access once)."""
 
