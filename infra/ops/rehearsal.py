@@ -123,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         def check() -> str:
             took = wait_until_served(production_url, name, state[key], timeout=SWITCH_SECONDS)
             accuracy = endpoint_accuracy(production_url, name, state[key], x[:SMOKE_IMAGES], y[:SMOKE_IMAGES])
-            return f"production serves version {state[key]} {took:.1f} s after the move, accuracy {accuracy:.4f}"
+            return (
+                f"production serves version {state[key]} {took:.1f} s after the move, accuracy {accuracy:.4f} on "
+                f"{SMOKE_IMAGES} images"
+            )
 
         return check
 
