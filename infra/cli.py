@@ -9,9 +9,10 @@
     sandbox kserve @production          # KServe's InferenceService for a registered version (Kubernetes)
 
 Each subcommand runs the project's module for it (`python -m training.train`, `python -m infra.ops.registry`,
-...) with the remaining arguments, so `sandbox train --help` is the training job's own help, and the
-`python -m` forms keep working. Like compose, and like the local stack, it first reads `.env` in the current
-folder: a variable already set in the environment wins. Installed as a console script by pyproject.toml
+...) with the remaining arguments, so `sandbox train --help` is the training job's own help (its usage line
+says `sandbox train`: SANDBOX_COMMAND tells the module), and the `python -m` forms keep working. Like
+compose, and like the local stack, it first reads `.env` in the current folder: a variable already set in
+the environment wins. Installed as a console script by pyproject.toml
 ([project.scripts]).
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from dotenv import load_dotenv
 from pydantic import ValidationError
 
-from mlops_sandbox.settings import AuthSettings
+from mlops_sandbox.settings import COMMAND_VARIABLE, AuthSettings
 
 # subcommand -> (module, arguments put before the user's, one line of help)
 SUBCOMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     load_dotenv(Path.cwd() / ".env", override=False, interpolate=True)
     use_running_local_stack(os.environ)
     sign_in_as_admin(os.environ)
+    # A module whose own subcommand this is (registry's `list`) adds it to its usage line itself.
+    os.environ[COMMAND_VARIABLE] = "sandbox" if first else f"sandbox {args[0]}"
     # exec, not a child: signals (Ctrl+C, docker stop) and the exit code go straight to the module.
     os.execv(sys.executable, [sys.executable, "-m", module, *first, *args[1:]])
     return 0  # not reached

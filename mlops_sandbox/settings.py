@@ -11,6 +11,7 @@ one declaration of each variable, whatever the number of processes that read it.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -31,6 +32,8 @@ IN_ENV_EXAMPLE: dict[str, Any] = {"env_example": True}
 PER_PROCESS: dict[str, Any] = {"per_process": True}
 """Marks a field that compose and the local stack set for each process (its address, its port in the
 container): documented, but not a line of .env.example."""
+COMMAND_VARIABLE = "SANDBOX_COMMAND"
+"""Set by the `sandbox` command (infra/cli.py) for the one module it runs: the name that module's usage shows."""
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -53,6 +56,13 @@ def bindable(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def command_name(module: str) -> str:
+    """The name a command's usage line shows (argparse's `prog`): what the `sandbox` command ran it as
+    (`sandbox train`, in SANDBOX_COMMAND), else `python -m MODULE`. The variable is taken out of the
+    environment as it is read, so the processes the command starts (the local stack's jobs) show their own."""
+    return os.environ.pop(COMMAND_VARIABLE, "") or f"python -m {module}"
 
 
 class SandboxSettings(BaseSettings):

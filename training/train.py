@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from mlops_sandbox import registry
 from mlops_sandbox.mnist import MnistUnavailable
 from mlops_sandbox.references import model_uri
-from mlops_sandbox.settings import ModelReference
+from mlops_sandbox.settings import ModelReference, command_name
 from mlops_sandbox.tracking import connect, diagnose
 from mlops_sandbox.waiting import DependencyUnavailable
 from training.data import load_mnist
@@ -165,7 +165,9 @@ def end_failed_run(tracking_uri: str) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=command_name("training.train"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)

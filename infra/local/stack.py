@@ -30,7 +30,7 @@ from infra.local.endpoints import ENDPOINTS_FILE
 from infra.local.processes import PROJECT_ROOT, Processes, StackError
 from infra.local.settings import LocalStackSettings
 from mlops_sandbox.gate import wait_until_served
-from mlops_sandbox.settings import PLACEHOLDER, ModelReference
+from mlops_sandbox.settings import PLACEHOLDER, ModelReference, command_name
 from mlops_sandbox.v2 import InferenceError
 from mlops_sandbox.waiting import DependencyUnavailable
 
@@ -331,7 +331,9 @@ def status(stack: Stack) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m infra.local.stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=command_name("infra.local.stack"),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("command", choices=("up", "rehearse", "down", "status"))
     parser.add_argument(

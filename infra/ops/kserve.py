@@ -41,7 +41,7 @@ from pydantic import ValidationError
 from infra.settings import StackSettings
 from mlops_sandbox.references import model_uri
 from mlops_sandbox.registry import RegistryError, resolve_version
-from mlops_sandbox.settings import ModelReference, TrackingClientSettings
+from mlops_sandbox.settings import ModelReference, TrackingClientSettings, command_name
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.waiting import DependencyUnavailable, on_stderr
 
@@ -203,7 +203,7 @@ def settings_destination(documents: list[Any]) -> str | None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m infra.ops.kserve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=command_name("infra.ops.kserve"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("ref", nargs="?", default="@production", help="version, @alias or stage (default @production)")
     parser.add_argument("--canary", metavar="VERSION", help="a version to send --percent of the traffic to")

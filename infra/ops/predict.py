@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from mlops_sandbox.mnist import MnistUnavailable, load_test_set
 from mlops_sandbox.references import model_uri
 from mlops_sandbox.registry import RegistryError
-from mlops_sandbox.settings import MnistSettings, ModelReference, TrackingClientSettings
+from mlops_sandbox.settings import MnistSettings, ModelReference, TrackingClientSettings, command_name
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.v2 import InferenceError, V2Client
 from mlops_sandbox.waiting import DependencyUnavailable, on_stderr, wait_for
@@ -80,7 +80,9 @@ def evaluate_served(client: V2Client, images: np.ndarray, labels: np.ndarray, ba
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m infra.ops.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=command_name("infra.ops.predict"),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--model-ref", default="1", help="version (1), alias (@production) or stage (Production); default 1"

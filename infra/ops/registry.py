@@ -35,7 +35,7 @@ from mlops_sandbox import registry
 from mlops_sandbox.gate import gate_and_promote
 from mlops_sandbox.mnist import MnistUnavailable, load_test_set
 from mlops_sandbox.references import LIFECYCLE_ALIASES
-from mlops_sandbox.settings import EndpointSettings, MnistSettings, ModelReference, TrackingClientSettings
+from mlops_sandbox.settings import EndpointSettings, MnistSettings, ModelReference, TrackingClientSettings, command_name
 from mlops_sandbox.tracking import TrackingServerFailed, connect, diagnose, is_server
 from mlops_sandbox.v2 import InferenceError
 from mlops_sandbox.waiting import DependencyUnavailable, on_stderr
@@ -43,7 +43,7 @@ from mlops_sandbox.waiting import DependencyUnavailable, on_stderr
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m infra.ops.registry",
+        prog=command_name("infra.ops.registry"),
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

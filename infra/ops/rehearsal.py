@@ -27,7 +27,7 @@ from infra.ops.rollout import rehearse as rollout_rehearse
 from mlops_sandbox import registry
 from mlops_sandbox.gate import endpoint_accuracy, gate_and_promote, wait_until_served
 from mlops_sandbox.mnist import load_test_set
-from mlops_sandbox.settings import EndpointSettings, MnistSettings, ModelReference, TrackingClientSettings
+from mlops_sandbox.settings import EndpointSettings, MnistSettings, ModelReference, TrackingClientSettings, command_name
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.waiting import on_stderr
 
@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         # `sandbox rehearse good`, as `bash infra/sandbox.sh rehearse good` and `docker compose run cli rehearse good`.
         return rollout_rehearse.main(args_)
     parser = argparse.ArgumentParser(
-        prog="python -m infra.ops.rehearsal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=command_name("infra.ops.rehearsal"),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--candidate", help="rehearse this registered version instead of training a new one")
     parser.add_argument("--tolerance", type=float, default=0.005, help="gate: allowed accuracy drop")

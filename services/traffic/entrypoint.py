@@ -24,6 +24,7 @@ from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from mlops_sandbox.mnist import MnistUnavailable, load_test_set
+from mlops_sandbox.settings import command_name
 from mlops_sandbox.v2 import V2Client
 from mlops_sandbox.waiting import DependencyUnavailable, wait_for
 from services.traffic.generator import ImageCycle, run_open_loop
@@ -91,7 +92,11 @@ def run(settings: TrafficSettings, recorder: Recorder, cycle: ImageCycle, stop: 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the generator; 0 when it ran (whatever the answers), 1 when it could not start, 2 for bad settings."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=command_name("services.traffic.entrypoint"),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--summary-json", type=Path, help="write the totals per backend and version here at the end")
     args = parser.parse_args(argv)
     try:

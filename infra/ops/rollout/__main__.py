@@ -44,6 +44,7 @@ from mlops_sandbox.settings import (
     MnistSettings,
     ModelReference,
     TrackingClientSettings,
+    command_name,
     split_host_port,
 )
 from mlops_sandbox.tracking import connect
@@ -74,7 +75,9 @@ def percents(text: str) -> tuple[float, ...]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m infra.ops.rollout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=command_name("infra.ops.rollout"),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser(

@@ -44,7 +44,7 @@ from infra.ops.rollout.settings import RolloutSettings
 from infra.ops.rollout.shadow import Shadow
 from mlops_sandbox import registry
 from mlops_sandbox.processes import stop_on_sigterm
-from mlops_sandbox.settings import EndpointSettings, ModelReference, TrackingClientSettings
+from mlops_sandbox.settings import EndpointSettings, ModelReference, TrackingClientSettings, command_name
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.waiting import NotReadyYet, on_stderr, wait_for
 
@@ -179,7 +179,7 @@ def check(kind: str, outcome: Outcome, traffic_: Traffic, plan: Plan, rate: floa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m infra.ops.rollout.rehearse",
+        prog=command_name("infra.ops.rollout.rehearse"),
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

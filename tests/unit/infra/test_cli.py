@@ -13,6 +13,7 @@ import pytest
 from infra import cli
 from infra.local.processes import start_time
 from mlops_sandbox.processes import start_group, stop_group
+from mlops_sandbox.settings import COMMAND_VARIABLE, command_name
 
 
 def test_a_subcommand_runs_its_module_with_the_users_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,3 +106,40 @@ def test_the_cli_runs_where_the_local_stack_is_not_installed(tmp_path: Path) -> 
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "infra.ops.registry", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "through_sandbox", "alone"),
+    [
+        # registry's own subcommand, which the module adds to its usage line itself
+        (["list", "--help"], "usage: sandbox list [-h]", "usage: python -m infra.ops.registry list [-h]"),
+        (
+            ["rollout", "start", "--help"],
+            "usage: sandbox rollout start [-h]",
+            "usage: python -m infra.ops.rollout start",
+        ),
+        (["kserve", "--help"], "usage: sandbox kserve [-h]", "usage: python -m infra.ops.kserve [-h]"),
+    ],
+)
+def test_a_subcommands_help_names_the_sandbox_command_and_the_module_run_alone_its_own(
+    args: list[str], through_sandbox: str, alone: str, tmp_path: Path
+) -> None:
+    module, first, _ = cli.SUBCOMMANDS[args[0]]
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])}
+    env.pop(COMMAND_VARIABLE, None)
+    runs = {
+        through_sandbox: [sys.executable, "-m", "infra.cli", *args],
+        alone: [sys.executable, "-m", module, *first, *args[1:]],
+    }
+    for usage, command in runs.items():
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout.startswith(usage), result.stdout + result.stderr
+
+
+def test_the_command_name_is_read_once_so_the_processes_a_command_starts_name_themselves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(COMMAND_VARIABLE, "sandbox up")
+    assert command_name("infra.local.stack") == "sandbox up"
+    assert COMMAND_VARIABLE not in os.environ
+    assert command_name("training.train") == "python -m training.train"
