@@ -142,7 +142,7 @@ class RouterAdmin:
         one without the other. Open connections stay open. Envoy's admin thread posts the change to each worker
         thread's event loop (its thread-local storage: "Envoy threading model", blog.envoyproxy.io), so a request
         waiting in the same turn of a worker's loop may still see the old split; tests/e2e/test_router.py saw
-        none sent after this returned, in 26 runs under load. Requests already in flight keep their route.
+        none sent after this returned (26 runs beside six busy loops). Requests in flight keep their route.
         ValueError for a percent out of range; RouterUnavailable when the admin API cannot be reached or
         refuses.
         """
