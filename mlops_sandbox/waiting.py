@@ -62,7 +62,7 @@ def wait_for(
         log.info("waiting for %s at %s: %s", service, address, error)
         if notice is not None and state.attempt_number == 1:
             notice(
-                f"waiting up to {timeout:.0f} s for {service} at {address} ({error})" + (f". {hint}" if hint else "")
+                f"waiting up to {timeout:g} s for {service} at {address} ({error})" + (f". {hint}" if hint else "")
             )
 
     retrying = Retrying(
@@ -76,7 +76,7 @@ def wait_for(
         return retrying(probe)
     except RetryError as err:
         last = err.last_attempt.exception()
-        message = f"{service} at {address} was not ready after {timeout:.0f} s (last error: {last})."
+        message = f"{service} at {address} was not ready after {timeout:g} s (last error: {last})."
         if hint:
             message += f" {hint}"
         raise DependencyUnavailable(message) from None

@@ -45,7 +45,7 @@ def test_it_gives_up_after_the_timeout_naming_the_service_address_last_error_and
         wait_for(probe, service="PostgreSQL", address="db:5432/mlflow", timeout=0.5, hint="Is it running?")
     assert time.monotonic() - began < 3
     message = str(raised.value)
-    assert message.startswith("PostgreSQL at db:5432/mlflow was not ready after 0 s")
+    assert message.startswith("PostgreSQL at db:5432/mlflow was not ready after 0.5 s")
     assert "connection refused" in message and message.endswith("Is it running?")
 
 
