@@ -15,10 +15,9 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import mlflow
 import numpy as np
-import torch
 from pydantic import ValidationError
 
 from mlops_sandbox.mnist import MnistUnavailable, load_test_set
@@ -29,9 +28,17 @@ from mlops_sandbox.tracking import connect
 from mlops_sandbox.v2 import InferenceError, V2Client
 from mlops_sandbox.waiting import DependencyUnavailable, on_stderr, wait_for
 
+if TYPE_CHECKING:
+    import torch
+
+# torch and mlflow.pytorch are imported where they are used: a served run asks the server first and tells a
+# wrong URL, port or model name before it imports torch and reads MNIST.
+
 
 def load_registered_model(model_name: str, model_version: int | str) -> torch.nn.Module:
     """A registered version as a torch module, loaded by its `models:/NAME/VERSION` URI."""
+    import mlflow.pytorch
+
     model = mlflow.pytorch.load_model(model_uri=f"models:/{model_name}/{model_version}")
     return model
 
@@ -61,6 +68,8 @@ class Evaluation:
 
 def evaluate_loaded(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
     """`model` on float32 images (N, 1, 28, 28) against int64 labels (N,), in one forward pass."""
+    import torch
+
     with torch.no_grad():
         predicted = model(images).argmax(dim=1)
     return Evaluation(len(images), int((predicted == labels).sum()), [])
@@ -110,45 +119,69 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+class ModelNotLoaded(Exception):
+    """MLflow could not load the model in-process; the message is MLflow's."""
+
+
+def predict_served(args: argparse.Namespace, mnist: MnistSettings, model_name: str) -> Evaluation:
+    """The endpoint's accuracy line: the server is asked whether it is ready first, MNIST read after.
+
+    DependencyUnavailable when it is not ready within --wait-seconds; InferenceError for an answer no wait
+    repairs (a REST client at a gRPC port); MnistUnavailable.
+    """
+    client = V2Client(args.serving_url, args.served_model or model_name, protocol=args.protocol)
+    wait_for(
+        client.check_ready,
+        service="model server",
+        address=args.serving_url,
+        timeout=args.wait_seconds,
+        hint=(
+            "--serving-url is the endpoint (the sandbox's production: http://127.0.0.1:8080 for REST, "
+            "127.0.0.1:8081 for gRPC; `sandbox status` shows what runs); --served-model names the model on "
+            "the server; --wait-seconds sets this wait."
+        ),
+        notice=on_stderr,
+    )
+    images, labels = load_test_set(mnist.root, download=mnist.download, limit=args.images)
+    result = evaluate_served(client, images.numpy(), labels.numpy(), args.batch_size)
+    print(f"{client.infer_url}: {result.summary()}")
+    return result
+
+
+def predict_in_process(args: argparse.Namespace, mnist: MnistSettings, model_name: str) -> Evaluation:
+    """The registered model's accuracy, loaded here with mlflow.pytorch.load_model.
+
+    DependencyUnavailable when the tracking server does not answer; RegistryError; ModelNotLoaded;
+    MnistUnavailable.
+    """
+    import mlflow.pytorch
+
+    images, labels = load_test_set(mnist.root, download=mnist.download, limit=args.images)
+    connect(TrackingClientSettings(), notice=on_stderr)
+    uri = args.model_uri or model_uri(model_name, args.model_ref)
+    try:
+        if args.model_uri is None and args.model_ref.isdigit():
+            module = load_registered_model(model_name, args.model_ref)
+        else:
+            module = mlflow.pytorch.load_model(uri)
+    except mlflow.exceptions.MlflowException as err:
+        raise ModelNotLoaded(f"cannot load the model: {err.message}") from None
+    result = evaluate_loaded(module, images, labels)
+    print(f"{uri}: {result.summary()}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         mnist, model = MnistSettings(), ModelReference()
-        images, labels = load_test_set(mnist.root, download=mnist.download, limit=args.images)
-        if args.serving_url:
-            client = V2Client(args.serving_url, args.served_model or model.name, protocol=args.protocol)
-
-            wait_for(
-                client.check_ready,
-                service="model server",
-                address=args.serving_url,
-                timeout=args.wait_seconds,
-                hint=(
-                    "--serving-url is the endpoint (the sandbox's production: http://127.0.0.1:8080 for REST, "
-                    "127.0.0.1:8081 for gRPC; `sandbox status` shows what runs); --served-model names the model on "
-                    "the server; --wait-seconds sets this wait."
-                ),
-                notice=on_stderr,
-            )
-            result = evaluate_served(client, images.numpy(), labels.numpy(), args.batch_size)
-            print(f"{client.infer_url}: {result.summary()}")
-        else:
-            connect(TrackingClientSettings(), notice=on_stderr)
-            uri = args.model_uri or model_uri(model.name, args.model_ref)
-            if args.model_uri is None and args.model_ref.isdigit():
-                module = load_registered_model(model.name, args.model_ref)
-            else:
-                module = mlflow.pytorch.load_model(uri)
-            result = evaluate_loaded(module, images, labels)
-            print(f"{uri}: {result.summary()}")
+        predict = predict_served if args.serving_url else predict_in_process
+        result = predict(args, mnist, model.name)
     except (ValidationError, ValueError) as err:
         print(f"invalid input: {err}", file=sys.stderr)
         return 2
-    except (MnistUnavailable, DependencyUnavailable, RegistryError, InferenceError) as err:
+    except (MnistUnavailable, DependencyUnavailable, RegistryError, InferenceError, ModelNotLoaded) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    except mlflow.exceptions.MlflowException as err:
-        print(f"error: cannot load the model: {err.message}", file=sys.stderr)
         return 2
     if args.min_accuracy is not None and result.accuracy < args.min_accuracy:
         print(f"accuracy {result.accuracy:.4f} is below the required {args.min_accuracy:.4f}", file=sys.stderr)
