@@ -44,9 +44,16 @@ from infra.ops.rollout.settings import RolloutSettings
 from infra.ops.rollout.shadow import Shadow
 from mlops_sandbox import registry
 from mlops_sandbox.processes import stop_on_sigterm
-from mlops_sandbox.settings import EndpointSettings, ModelReference, TrackingClientSettings, command_name
+from mlops_sandbox.settings import (
+    EndpointSettings,
+    ModelReference,
+    TrackingClientSettings,
+    bindable,
+    command_name,
+    split_host_port,
+)
 from mlops_sandbox.tracking import connect
-from mlops_sandbox.waiting import NotReadyYet, on_stderr, wait_for
+from mlops_sandbox.waiting import DependencyUnavailable, NotReadyYet, on_stderr, wait_for
 
 EXPECTED = {
     "good": "promoted",
@@ -116,8 +123,8 @@ def traffic(settings: RolloutSettings, rate: float, seconds_: float, folder: Pat
             log = open(folder / f"traffic-{protocol}.log", "wb")  # noqa: SIM115 - the child keeps it
             argv = [sys.executable, "-m", "services.traffic.entrypoint", "--summary-json", str(paths[protocol])]
             processes.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
-        for protocol, (_, metrics) in targets.items():
-            wait_until_sending(f"http://{metrics}/metrics", protocol, folder / f"traffic-{protocol}.log")
+        for process, (protocol, (_, metrics)) in zip(processes, targets.items(), strict=True):
+            wait_until_sending(f"http://{metrics}/metrics", protocol, folder / f"traffic-{protocol}.log", process)
         yield paths
     finally:
         for process in processes:
@@ -127,11 +134,17 @@ def traffic(settings: RolloutSettings, rate: float, seconds_: float, folder: Pat
             process.wait(timeout=60)
 
 
-def wait_until_sending(metrics_url: str, protocol: str, log: Path, timeout: float = 120.0) -> None:
-    """Wait until the generator at `metrics_url` has had answers, so that the rollout starts on live traffic
-    rather than on a generator still loading its images. DependencyUnavailable after `timeout` seconds."""
+def wait_until_sending(
+    metrics_url: str, protocol: str, log: Path, process: subprocess.Popen[bytes], timeout: float = 120.0
+) -> None:
+    """Wait until the generator `process` at `metrics_url` has had answers, so that the rollout starts on live
+    traffic rather than on a generator still loading its images. DependencyUnavailable after `timeout` seconds,
+    or at once, with its log's last line, when the generator has exited."""
 
     def answered() -> None:
+        if (code := process.poll()) is not None:
+            lines = log.read_text(errors="replace").strip().splitlines() or ["(empty)"]
+            raise DependencyUnavailable(f"the {protocol} traffic generator exited ({code}): {lines[-1]}")
         text = requests.get(metrics_url, timeout=5).text
         if not any(
             line.startswith("sandbox_traffic_requests_total{") and not line.endswith(" 0.0")
@@ -146,6 +159,8 @@ def wait_until_sending(metrics_url: str, protocol: str, log: Path, timeout: floa
 
 def check(kind: str, outcome: Outcome, traffic_: Traffic, plan: Plan, rate: float, production_now: str) -> list[str]:
     """The scenario's expectations that `outcome` and the traffic did not meet (empty: all met)."""
+    if missing := [protocol for protocol in ("rest", "grpc") if not traffic_.summaries.get(protocol, {}).get("sent")]:
+        return [f"the rehearsal's own {' and '.join(missing)} traffic sent nothing: no verdict on its answers"]
     problems = []
     if kind == "good":
         if not outcome.promoted:
@@ -194,6 +209,27 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
 
     settings, endpoints = RolloutSettings(), EndpointSettings()
+    # Before the candidate is trained: a generator of the user's own on these ports would answer the readiness
+    # probe and feed the rollout, while the rehearsal's own could not start and its verdict would count nothing.
+    metrics = (settings.rest_traffic_metrics, settings.grpc_traffic_metrics)
+    if held := [address for address in metrics if not bindable(*split_host_port(address))]:
+        print(
+            f"error: something listens on {' and '.join(held)}, where the rehearsal's traffic generators serve their "
+            "metrics (SANDBOX_REHEARSAL_REST_TRAFFIC_METRICS, SANDBOX_REHEARSAL_GRPC_TRAFFIC_METRICS): a `sandbox "
+            "traffic` of your own? A rehearsal runs its own; stop the other first.",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        return rehearse(args, settings, endpoints)
+    except DependencyUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def rehearse(args: argparse.Namespace, settings: RolloutSettings, endpoints: EndpointSettings) -> int:
+    """Make the candidate, roll it out on the rehearsal's own traffic, print the verdict; 0 when the scenario
+    behaved as expected, 1 when not. DependencyUnavailable when a server or a traffic generator is not there."""
     client = connect(TrackingClientSettings(), notice=on_stderr)
     name = ModelReference().name
     print(f"rehearsal '{args.scenario}': making the candidate", flush=True)
