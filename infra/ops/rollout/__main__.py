@@ -63,11 +63,14 @@ def seconds(text: str) -> float:
 
 
 def percents(text: str) -> tuple[float, ...]:
-    """`10,50,100` as (10.0, 50.0, 100.0); argparse's error unless increasing, in (0, 100], ending at 100."""
+    """`10,50,100` (or `10%,50%,100%`) as (10.0, 50.0, 100.0); argparse's error unless increasing, in (0, 100],
+    ending at 100."""
     try:
-        steps = tuple(float(part) for part in text.split(","))
+        steps = tuple(float(part.strip().removesuffix("%")) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of percentages") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of percentages such as 10,50,100"
+        ) from None
     if any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)) or steps[-1] != 100:
         raise argparse.ArgumentTypeError(f"{text!r}: steps must increase within (0, 100] and end at 100")
     return steps

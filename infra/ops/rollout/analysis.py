@@ -120,8 +120,8 @@ def judge(
     notes = [f"error rate {candidate.error_rate:.1%}"]
     if candidate.answers < P99_MIN_ANSWERS or production.answers < P99_MIN_ANSWERS:
         notes.append(
-            f"p99 not judged: {candidate.answers:.0f} and {production.answers:.0f} answers in the step "
-            f"(fewer than {P99_MIN_ANSWERS} each)"
+            f"p99 not judged: the candidate had {candidate.answers:.0f} answers in the step and production "
+            f"{production.answers:.0f} (it needs {P99_MIN_ANSWERS} on each side)"
         )
     elif candidate.p99_seconds is not None and production.p99_seconds:
         ratio = candidate.p99_seconds / production.p99_seconds

@@ -77,7 +77,10 @@ def test_at_100_percent_p99_is_not_judged_but_accuracy_since_the_rollout_began_i
     slow = BackendStats(requests=600, p99_seconds=0.1, correct=1170, labelled=1200)  # 0.975
     verdict = judge(slow, idle, LIMITS, step_over=True)
     assert verdict.passed is True
-    assert "p99 not judged: 600 and 0 answers in the step" in verdict.reason
+    assert (
+        "p99 not judged: the candidate had 600 answers in the step and production 0 (it needs 100 on each side)"
+        in verdict.reason
+    )
     assert "accuracy 0.9750 vs 0.9800" in verdict.reason
     worse = BackendStats(requests=600, p99_seconds=0.01, correct=1080, labelled=1200)  # 0.90
     assert judge(worse, idle, LIMITS, step_over=True).passed is False
