@@ -164,23 +164,39 @@ def end_failed_run(tracking_uri: str) -> None:
             os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = retries
 
 
+def setting_help(name: str) -> str:
+    """A flag's help: the first sentence of the TrainingSettings field it overrides (docs/settings.md has the
+    rest), its default and its variable."""
+    field = TrainingSettings.model_fields[name]
+    default = ",".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
+    first = " ".join((field.description or "").split()).split(". ")[0].removesuffix(".")
+    unless = "unset" if default is None else default
+    return f"{first}. Default: {unless}, or {field.validation_alias}.".replace("%", "%%")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=command_name("training.train"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--hidden-sizes", help="comma-separated, e.g. 512,256")
-    parser.add_argument("--dropout", type=float)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--train-limit", type=int, help="train on only this many images")
-    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    parser.add_argument("--log-every-steps", type=int, help="log the batch loss every this many steps")
-    parser.add_argument("--threads", type=int, help="torch's threads (OMP_NUM_THREADS; default 1)")
-    parser.add_argument("--alias", dest="register_alias", help="staging, production or none")
-    parser.add_argument("--serialization-format", choices=("pickle", "pt2"), help="how the model's files are written")
-    parser.add_argument("--model-name")
+    flags = {
+        "--epochs": int,
+        "--batch-size": int,
+        "--learning-rate": float,
+        "--hidden-sizes": str,
+        "--dropout": float,
+        "--seed": int,
+        "--train-limit": int,
+        "--max-steps": int,
+        "--log-every-steps": int,
+        "--threads": int,
+    }
+    for flag, type_ in flags.items():
+        parser.add_argument(flag, type=type_, help=setting_help(flag.removeprefix("--").replace("-", "_")))
+    parser.add_argument("--alias", dest="register_alias", help=setting_help("register_alias"))
+    parser.add_argument("--serialization-format", choices=("pickle", "pt2"), help=setting_help("serialization_format"))
+    parser.add_argument(
+        "--model-name", help="the registered model (default SANDBOX_MODEL_NAME, else pytorch_simplenn_mnist)"
+    )
     parser.add_argument("--output-json", type=Path, help="write the result (version, URI, accuracy) here")
     return parser.parse_args(argv)
 

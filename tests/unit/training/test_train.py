@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from mlops_sandbox.settings import TrackingClientSettings
 from training.settings import TrainingSettings
-from training.train import TrainingResult, run
+from training.train import TrainingResult, parse_args, run
 
 # A short run: system metrics are sampled every 0.2 s so that even this one gets some.
 QUICK: dict[str, Any] = {
@@ -123,3 +123,13 @@ def test_same_seed_same_metrics(store: str) -> None:
         b = [m.value for m in client.get_metric_history(second.run_id, key)]
         assert a == b
     assert (first.version, second.version) == ("1", "2")
+
+
+def test_each_flag_says_its_default_and_the_variable_it_overrides(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "Seeds the split" in usage and "Default: 42, or SANDBOX_TRAIN_SEED." in usage
+    assert "Default: 512,256, or SANDBOX_TRAIN_HIDDEN_SIZES." in usage
+    assert "Default: unset, or SANDBOX_TRAIN_MAX_STEPS." in usage
+    assert parse_args(["--seed", "7", "--hidden-sizes", "64"]).seed == 7
