@@ -18,6 +18,7 @@ the environment wins. Installed as a console script by pyproject.toml
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from collections.abc import MutableMapping
@@ -102,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0 if args else 2
     if args[0] not in SUBCOMMANDS:
-        print(f"sandbox: no subcommand {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        close = difflib.get_close_matches(args[0], SUBCOMMANDS, n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        print(f"sandbox: no subcommand {args[0]!r}{guess}\n\n{usage()}", file=sys.stderr)
         return 2
     module, first, _ = SUBCOMMANDS[args[0]]
     load_dotenv(Path.cwd() / ".env", override=False, interpolate=True)

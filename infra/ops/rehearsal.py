@@ -72,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     if args_ and args_[0] in rollout_rehearse.SCENARIOS:
         # `sandbox rehearse good`, as `bash infra/sandbox.sh rehearse good` and `docker compose run cli rehearse good`.
         return rollout_rehearse.main(args_)
+    if args_ and not args_[0].startswith("-"):
+        print(
+            f"{command_name('infra.ops.rehearsal')}: no scenario {args_[0]!r}: without one, the deployment rehearsal; "
+            f"a rollout rehearsal with one of {', '.join(rollout_rehearse.SCENARIOS)}",
+            file=sys.stderr,
+        )
+        return 2
     parser = argparse.ArgumentParser(
         prog=command_name("infra.ops.rehearsal"),
         description=__doc__,

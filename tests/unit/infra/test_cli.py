@@ -36,7 +36,9 @@ def test_a_subcommand_runs_its_module_with_the_users_arguments(tmp_path: Path, m
 
 def test_unknown_or_missing_subcommands_print_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["deploy"]) == 2
-    assert "no subcommand 'deploy'" in capsys.readouterr().err
+    assert "no subcommand 'deploy'\n" in capsys.readouterr().err
+    assert cli.main(["rolout", "start", "3"]) == 2
+    assert "no subcommand 'rolout' (did you mean 'rollout'?)" in capsys.readouterr().err
     assert cli.main([]) == 2
     assert cli.main(["--help"]) == 0
     usage = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""A rollout rehearsal refuses to judge traffic it did not send."""
+"""Rehearsals: a rollout rehearsal refuses to judge traffic it did not send; a mistyped scenario is named."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from infra.ops import rehearsal
 from infra.ops.rollout.controller import Outcome, Plan
 from infra.ops.rollout.rehearse import Traffic, check
 from tools.ports import free_port
@@ -55,3 +58,9 @@ def test_a_metrics_port_held_by_another_process_stops_the_rehearsal_before_it_tr
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"something listens on {address}" in done.stderr and "sandbox traffic" in done.stderr, done.stderr
     assert "waiting up to" not in done.stderr and time.monotonic() - began < 30
+
+
+def test_a_mistyped_scenario_lists_the_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
+    assert rehearsal.main(["godo"]) == 2
+    error = capsys.readouterr().err
+    assert "no scenario 'godo'" in error and "good, schema, worse, slower, shadow" in error, error
