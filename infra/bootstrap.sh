@@ -6,7 +6,8 @@
 # It installs exactly what the lock pins (infra/images/requirements/dev*.txt, exported from uv.lock), then the
 # project itself in editable mode, without dependencies. pip runs doubly quiet (only errors reach the terminal)
 # and leaves byte-compiling to compileall on every core: 78 s + 25 s instead of pip's 123 s (measured here, 2
-# cores). Not compiling at all would move that cost to the first start of every service.
+# cores). Not compiling at all would move that cost to the first start of every service. Each environment says
+# when it is ready, and after how long.
 #
 # torch comes from SANDBOX_TORCH_INDEX_URL, PyTorch's CPU wheels by default. Where that
 # index cannot be reached, or with SANDBOX_TORCH_INDEX_URL set empty, it comes from PyPI, whose Linux build
@@ -43,6 +44,7 @@ stamp_of() {  # stamp_of VARIANT: the file that says .venv holds exactly this lo
 }
 
 install_main() {  # the locked dev dependencies, then the project in editable mode
+  local began=$SECONDS
   if [ -n "$TORCH_INDEX" ] && reachable "$TORCH_INDEX/torch/"; then
     variant=cpu
     echo "installing the locked dependencies into .venv, torch from $TORCH_INDEX (a few minutes)"
@@ -58,6 +60,7 @@ install_main() {  # the locked dev dependencies, then the project in editable mo
   .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
   rm -f .venv/.installed-*
   touch "$(stamp_of "$variant")"
+  echo ".venv is ready ($((SECONDS - began)) s)"
 }
 
 # The tracking server's environment: the locked `tracking` extra, then the project in editable mode without
@@ -67,6 +70,7 @@ install_tracking() {
   local stamp
   stamp=".venv-tracking/.installed-$(cat pyproject.toml "$REQUIREMENTS/tracking.txt" | sha256sum | cut -c1-16)"
   [ -e "$stamp" ] && return
+  local began=$SECONDS
   if [ ! -x .venv-tracking/bin/python ]; then
     "$(pick_python)" -m venv .venv-tracking
     .venv-tracking/bin/python -m pip install --quiet --quiet --upgrade pip
@@ -78,6 +82,7 @@ install_tracking() {
     "$(.venv-tracking/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
   rm -f .venv-tracking/.installed-*
   touch "$stamp"
+  echo ".venv-tracking is ready ($((SECONDS - began)) s)"
 }
 
 # Up to date with either variant: nothing to do (and no index to ask).
