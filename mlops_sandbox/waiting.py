@@ -61,9 +61,7 @@ def wait_for(
         error = state.outcome.exception() if state.outcome else None
         log.info("waiting for %s at %s: %s", service, address, error)
         if notice is not None and state.attempt_number == 1:
-            notice(
-                f"waiting up to {timeout:g} s for {service} at {address} ({error})" + (f". {hint}" if hint else "")
-            )
+            notice(f"waiting up to {timeout:g} s for {service} at {address} ({error})" + (f". {hint}" if hint else ""))
 
     retrying = Retrying(
         stop=stop_after_delay(timeout),
