@@ -170,8 +170,8 @@ def setting_help(name: str) -> str:
     field = TrainingSettings.model_fields[name]
     default = ",".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
     first = " ".join((field.description or "").split()).split(". ")[0].removesuffix(".")
-    unless = "unset" if default is None else default
-    return f"{first}. Default: {unless}, or {field.validation_alias}.".replace("%", "%%")
+    shown = "unset" if default is None else default
+    return f"{first}. Default: {shown}, or {field.validation_alias}.".replace("%", "%%")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

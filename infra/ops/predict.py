@@ -35,14 +35,6 @@ if TYPE_CHECKING:
 # wrong URL, port or model name before it imports torch and reads MNIST.
 
 
-def load_registered_model(model_name: str, model_version: int | str) -> torch.nn.Module:
-    """A registered version as a torch module, loaded by its `models:/NAME/VERSION` URI."""
-    import mlflow.pytorch
-
-    model = mlflow.pytorch.load_model(model_uri=f"models:/{model_name}/{model_version}")
-    return model
-
-
 @dataclass(frozen=True)
 class Evaluation:
     """Accuracy on `images` test images, and the latency of each request in milliseconds (served only)."""
@@ -124,7 +116,7 @@ class ModelNotLoaded(Exception):
 
 
 def predict_served(args: argparse.Namespace, mnist: MnistSettings, model_name: str) -> Evaluation:
-    """The endpoint's accuracy line: the server is asked whether it is ready first, MNIST read after.
+    """The endpoint's accuracy, also printed: the server is asked whether it is ready first, MNIST read after.
 
     DependencyUnavailable when it is not ready within --wait-seconds; InferenceError for an answer no wait
     repairs (a REST client at a gRPC port); MnistUnavailable.
@@ -160,10 +152,7 @@ def predict_in_process(args: argparse.Namespace, mnist: MnistSettings, model_nam
     connect(TrackingClientSettings(), notice=on_stderr)
     uri = args.model_uri or model_uri(model_name, args.model_ref)
     try:
-        if args.model_uri is None and args.model_ref.isdigit():
-            module = load_registered_model(model_name, args.model_ref)
-        else:
-            module = mlflow.pytorch.load_model(uri)
+        module = mlflow.pytorch.load_model(uri)
     except mlflow.exceptions.MlflowException as err:
         raise ModelNotLoaded(f"cannot load the model: {err.message}") from None
     result = evaluate_loaded(module, images, labels)
