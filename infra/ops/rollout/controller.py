@@ -57,6 +57,17 @@ def compared(candidate: BackendStats, production: BackendStats) -> dict[str, flo
     }
 
 
+def last_rejection(client: MlflowClient, name: str, version: str) -> str | None:
+    """How the last rollout of `version` ended when it failed: "aborted: REASON" or "interrupted: REASON",
+    from the tags each rollout leaves on the version (Canary._tag_version); None when its last rollout
+    passed or it had none. Raises MlflowException when the version does not exist."""
+    tags = client.get_model_version(name, version).tags or {}
+    outcome = tags.get("rollout.outcome")
+    if outcome not in ("aborted", "interrupted"):
+        return None
+    return f"{outcome}: {tags.get('rollout.reason', 'no reason recorded')}"
+
+
 class RolloutError(RuntimeError):
     """A rollout that cannot start (another one runs, the candidate does not exist, is already production)."""
 
@@ -154,6 +165,9 @@ class Canary:
         if production == candidate:
             raise RolloutError(f"version {candidate} is already @production")
         self._preflight()
+        rejected = last_rejection(self.client, name, candidate)
+        if rejected:
+            self.say(f"note: the last rollout of version {candidate} was {rejected}; it is rolled out again")
         self.staging_before = self._alias_target("staging")
         # The lease covers the wait for the candidate endpoint too (RouterBusy when another rollout runs); it is
         # shortened to the usual term when the first weight is set.
