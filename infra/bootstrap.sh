@@ -86,7 +86,7 @@ install_tracking() {
 }
 
 # The two environments install side by side: pip installs with one core, and on a fresh machine the tracking
-# server's then takes no time of its own (sequentially, it came after .venv's 4 minutes: 66 s more).
+# server's then takes no time of its own (sequentially, it came after .venv's 3 minutes: 66 s more).
 # Up to date with either variant: nothing to do (and no index to ask).
 pids=()
 if [ ! -e "$(stamp_of cpu)" ] && [ ! -e "$(stamp_of cuda)" ]; then
