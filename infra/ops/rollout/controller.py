@@ -42,6 +42,8 @@ EXPERIMENT = "rollouts"
 ROLLOUTS_HEADING = "Rollouts:"
 """The line of a version's description under which each rollout's run is linked (Canary._link_run)."""
 NO_TRAFFIC = BackendStats(requests=0.0)
+OUTCOME_TAG, REASON_TAG = "rollout.outcome", "rollout.reason"
+"""The candidate version's tags that say how its last rollout ended and why (Canary._tag_version)."""
 
 
 def compared(candidate: BackendStats, production: BackendStats) -> dict[str, float | None]:
@@ -62,10 +64,10 @@ def last_rejection(client: MlflowClient, name: str, version: str) -> str | None:
     from the tags each rollout leaves on the version (Canary._tag_version); None when its last rollout
     passed or it had none. Raises MlflowException when the version does not exist."""
     tags = client.get_model_version(name, version).tags or {}
-    outcome = tags.get("rollout.outcome")
+    outcome = tags.get(OUTCOME_TAG)
     if outcome not in ("aborted", "interrupted"):
         return None
-    return f"{outcome}: {tags.get('rollout.reason', 'no reason recorded')}"
+    return f"{outcome}: {tags.get(REASON_TAG, 'no reason recorded')}"
 
 
 class RolloutError(RuntimeError):
@@ -359,8 +361,8 @@ class Canary:
     def _tag_version(self, run_id: str, outcome: str, reason: str) -> None:
         name, candidate = self.plan.model_name, self.plan.candidate
         if outcome != "running":
-            self.client.set_model_version_tag(name, candidate, "rollout.outcome", outcome)
-            self.client.set_model_version_tag(name, candidate, "rollout.reason", reason)
+            self.client.set_model_version_tag(name, candidate, OUTCOME_TAG, outcome)
+            self.client.set_model_version_tag(name, candidate, REASON_TAG, reason)
         # One tag per rollout, keyed by its run: every rollout the version went through stays listed.
         self.client.set_model_version_tag(name, candidate, f"rollout.run.{run_id}", f"{outcome} at {registry.now()}")
 
