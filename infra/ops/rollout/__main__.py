@@ -26,7 +26,6 @@ import argparse
 import re
 import sys
 
-from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from infra.ops.rollout.analysis import Thresholds
@@ -45,7 +44,6 @@ from mlops_sandbox.settings import (
     ModelReference,
     TrackingClientSettings,
     command_name,
-    split_host_port,
 )
 from mlops_sandbox.tracking import connect
 from mlops_sandbox.v2 import InferenceError
@@ -140,18 +138,14 @@ def blue_green(args: argparse.Namespace, client: object, name: str, version: str
 
 
 def rollout_endpoints(settings: RolloutSettings, endpoints: EndpointSettings) -> Endpoints:
-    """Where a canary acts, from the settings; starts the controller's /metrics on settings.metrics_address
-    (with a note instead when that port is taken)."""
-    host, port = split_host_port(settings.metrics_address)
-    try:
-        start_http_server(port, addr=host)
-    except OSError as err:  # another rollout's, most likely: the router's lease decides whether this one runs
-        print(f"note: the controller's metrics are not served ({settings.metrics_address}: {err})", file=sys.stderr)
+    """Where a canary acts, from the settings; the controller serves its /metrics on settings.metrics_address
+    once it holds the router's lease."""
     return Endpoints(
         RouterAdmin(settings.router_admin_url),
         PrometheusQuery(settings.prometheus_url),
         production_url=endpoints.serving_url,
         candidate_url=endpoints.staging_url,
+        metrics_address=settings.metrics_address,
     )
 
 

@@ -32,6 +32,7 @@ from infra.ops.rollout.analysis import BackendStats, Thresholds, Verdict, judge
 from infra.ops.rollout.chart import rollout_figure
 from infra.ops.rollout.metrics import step_stats
 from infra.ops.rollout.telemetry import CANDIDATE_WEIGHT, STEP_VERDICTS
+from infra.ops.rollout.telemetry import serve as serve_metrics
 from mlops_sandbox import registry
 from mlops_sandbox.gate import wait_until_served
 from mlops_sandbox.prometheus import PrometheusQuery, PrometheusUnavailable
@@ -125,6 +126,9 @@ class Endpoints:
     prometheus: PrometheusQuery
     production_url: str
     candidate_url: str
+    metrics_address: str | None = None
+    """host:port where the controller serves its own /metrics (telemetry.py) once it holds the router's lease,
+    so that a rollout refused by the lease neither binds the port nor warns about it; None: not served."""
 
 
 class Canary:
@@ -174,6 +178,8 @@ class Canary:
         # The lease covers the wait for the candidate endpoint too (RouterBusy when another rollout runs); it is
         # shortened to the usual term when the first weight is set.
         self.at.router.acquire_lease(self.owner, self.serve_timeout + self._lease_seconds())
+        if self.at.metrics_address and (note := serve_metrics(self.at.metrics_address)):
+            self.say(note)
         self.rollout_began = self.clock()
         run_id = self._start_run(production)
         outcome: Outcome | None = None

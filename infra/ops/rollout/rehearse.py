@@ -67,6 +67,8 @@ SCENARIOS = tuple(EXPECTED)
 CANDIDATE_KIND = {"shadow": "worse"}
 """The candidate a scenario rolls out, when it is not the scenario's own name (candidates.py)."""
 FAILED_OUTCOMES = ("client_error", "server_error", "transport_error")
+PROTOCOLS = ("rest", "grpc")
+"""The rehearsal's traffic: one generator per V2 protocol, through the router (traffic()); each must send."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ def traffic(settings: RolloutSettings, rate: float, seconds_: float, folder: Pat
         "rest": (settings.router_url, settings.rest_traffic_metrics),
         "grpc": (settings.router_grpc_target, settings.grpc_traffic_metrics),
     }
+    assert tuple(targets) == PROTOCOLS  # check() expects each of them to have sent
     processes: list[subprocess.Popen[bytes]] = []
     paths: dict[str, Path] = {}
     try:
@@ -159,7 +162,7 @@ def wait_until_sending(
 
 def check(kind: str, outcome: Outcome, traffic_: Traffic, plan: Plan, rate: float, production_now: str) -> list[str]:
     """The scenario's expectations that `outcome` and the traffic did not meet (empty: all met)."""
-    if missing := [protocol for protocol in ("rest", "grpc") if not traffic_.summaries.get(protocol, {}).get("sent")]:
+    if missing := [protocol for protocol in PROTOCOLS if not traffic_.summaries.get(protocol, {}).get("sent")]:
         return [f"the rehearsal's own {' and '.join(missing)} traffic sent nothing: no verdict on its answers"]
     problems = []
     if kind == "good":

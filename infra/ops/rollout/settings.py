@@ -17,7 +17,7 @@ class RolloutSettings(SandboxSettings):
     metrics_address: str = Field(
         "127.0.0.1:8076", validation_alias="SANDBOX_ROLLOUT_METRICS_ADDRESS", json_schema_extra=PER_PROCESS
     )
-    """host:port where the controller serves its /metrics while it runs (Prometheus's `rollout` job)."""
+    """host:port where the controller serves its /metrics while it holds the router (Prometheus's `rollout` job)."""
     router_url: str = Field("http://127.0.0.1:8070", validation_alias="SANDBOX_ROUTER_URL")
     """The router's V2 REST endpoint, where a rehearsal's REST traffic goes."""
     router_grpc_target: str = Field("127.0.0.1:8071", validation_alias="SANDBOX_ROUTER_GRPC_TARGET")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, start_http_server
+
+from mlops_sandbox.settings import split_host_port
 
 CANDIDATE_WEIGHT = Gauge(
     "sandbox_rollout_candidate_weight_percent",
@@ -19,3 +21,20 @@ SHADOW_PERCENT = Gauge(
     "The share of production's traffic the controller mirrors to the candidate version (a shadow), in percent",
     ["model_version"],
 )
+
+_served: set[str] = set()
+
+
+def serve(address: str) -> str | None:
+    """Serve the metrics above at http://ADDRESS/metrics (ADDRESS is host:port) from a daemon thread, once per
+    address and process. None when served; a one-line note saying why not when the port is taken (OSError), as
+    it is when another controller runs: the rollout goes on without them."""
+    if address in _served:
+        return None
+    host, port = split_host_port(address)
+    try:
+        start_http_server(port, addr=host)
+    except OSError as err:
+        return f"note: the controller's metrics are not served ({address}: {err})"
+    _served.add(address)
+    return None
