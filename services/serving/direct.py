@@ -6,8 +6,9 @@ none of that can change the answer, and for one image it cost more than the forw
 in docs/performance.md). This path runs the module as mlflow.pytorch's own wrapper does (eval mode, no
 autograd, on the module's device, answer as a CPU numpy array), so the answer is the same to the bit.
 
-Every other request (another dtype or rank, several inputs, inference parameters, a pandas content type)
-takes MLflow's path unchanged, with MLflow's checks and error messages.
+Every other request (another dtype or rank, several inputs, inference parameters other than the binary tensor
+extension's `binary_data_output`, a pandas content type) takes MLflow's path unchanged, with MLflow's checks
+and error messages.
 
 A model logged as a torch.export program (MLflow's `serialization_format="pt2"`, data/model.pt2) loads as a
 graph module that checks every call's inputs against the program's guards and input constraints, in Python:
@@ -32,6 +33,8 @@ from mlflow.types.schema import TensorSpec
 from mlserver.codecs import NumpyCodec
 from mlserver.codecs.numpy import to_dtype
 from mlserver.types import InferenceRequest
+
+from services.serving.tensors import model_params
 
 NUMPY_CONTENT_TYPES = (None, NumpyCodec.ContentType)
 
@@ -83,7 +86,7 @@ class DirectTorchModel:
         if len(request.inputs) != 1:
             return False
         if request.parameters is not None and (
-            request.parameters.content_type not in NUMPY_CONTENT_TYPES or request.parameters.model_extra
+            request.parameters.content_type not in NUMPY_CONTENT_TYPES or model_params(request.parameters)
         ):
             return False
         tensor = request.inputs[0]

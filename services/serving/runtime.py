@@ -43,7 +43,7 @@ from services.serving.direct import DirectTorchModel
 from services.serving.heap import HeapTrimmer
 from services.serving.metrics import FAILED_REQUESTS, LABELLED_PREDICTIONS, SERVED_REQUESTS
 from services.serving.shortcut import Gathered
-from services.serving.tensors import TensorBytesError, from_bytes
+from services.serving.tensors import TensorBytesError, from_bytes, model_params
 
 
 def count_values(data: Any) -> int:
@@ -272,9 +272,8 @@ class RegistryModelRuntime(MLflowRuntime):
             raise InferenceError(f"cannot decode the request's inputs: {err}") from err
         if direct is not None:
             return direct.predict(decoded)
-        params = payload.parameters.model_extra if payload.parameters else None
         try:
-            return self._model.predict(decoded, params=params or None)
+            return self._model.predict(decoded, params=model_params(payload.parameters) or None)
         except MlflowException as err:
             if err.error_code != "INVALID_PARAMETER_VALUE":
                 raise

@@ -17,6 +17,12 @@ from typing import Any
 
 import numpy as np
 
+TRANSPORT_PARAMETERS = frozenset({"binary_data_output"})
+"""Request parameters of the binary tensor data extension that say how answers travel, not what the model
+computes. tritonclient.http adds `"binary_data_output": true` to every JSON request that names no output; they
+are never the model's `params` (MLflow warned "Ignoring provided params" once per such request), and they do
+not keep a request off the direct path."""
+
 DTYPES: dict[str, np.dtype[Any]] = {
     name: np.dtype(code)
     for name, code in {
@@ -68,3 +74,10 @@ def to_bytes(datatype: str, data: Any) -> bytes:
     if dtype is None:
         raise TensorBytesError(f"datatype {datatype!r} cannot be sent as raw bytes here")
     return np.ascontiguousarray(data, dtype=dtype).tobytes()
+
+
+def model_params(parameters: Any) -> dict[str, Any]:
+    """The extra request parameters of a V2 request (`parameters.model_extra`, for pydantic's Parameters or
+    None) that are the model's: all but TRANSPORT_PARAMETERS; empty when there are none."""
+    extra = (parameters.model_extra if parameters is not None else None) or {}
+    return {key: value for key, value in extra.items() if key not in TRANSPORT_PARAMETERS}

@@ -92,6 +92,19 @@ def test_direct_path_answers_exactly_what_mlflow_answers(saved_model: Path) -> N
         assert np.array_equal(probabilities(model, request(IMAGES, data=view)), expected)
 
 
+def test_tritonclients_json_parameter_is_not_passed_to_the_model_as_params(
+    saved_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # tritonclient.http's JSON request names no output and so asks for binary outputs; MLflow warned once per
+    # request that it ignores `params` the signature does not declare.
+    tritonclient_json = InferenceRequest(inputs=request(IMAGES).inputs, parameters={"binary_data_output": True})
+    expected = mlflow.pyfunc.load_model(str(saved_model)).predict(IMAGES)
+    with caplog.at_level("WARNING"):
+        for model in (runtime(saved_model), runtime(saved_model, direct_path=False)):
+            assert np.array_equal(probabilities(model, tritonclient_json), expected)
+    assert not [record.message for record in caplog.records if "params" in record.getMessage()]
+
+
 def test_direct_path_runs_a_torch_export_program_with_mlflows_answers(exported_model: Path) -> None:
     direct, through_mlflow = runtime(exported_model), runtime(exported_model, direct_path=False)
     assert direct.direct is not None and through_mlflow.direct is None
@@ -122,8 +135,23 @@ def test_direct_path_runs_a_torch_export_program_with_mlflows_answers(exported_m
         (request(IMAGES, parameters={"content_type": "pd"}), False),
         (InferenceRequest(inputs=[request(IMAGES).inputs[0]] * 2), False),
         (InferenceRequest(inputs=request(IMAGES).inputs, parameters={"temperature": 2}), False),
+        (InferenceRequest(inputs=request(IMAGES).inputs, parameters={"binary_data_output": True}), True),
+        (
+            InferenceRequest(inputs=request(IMAGES).inputs, parameters={"binary_data_output": True, "temperature": 2}),
+            False,
+        ),
     ],
-    ids=["matching", "fp64", "flat", "other-shape", "pandas", "two-inputs", "parameters"],
+    ids=[
+        "matching",
+        "fp64",
+        "flat",
+        "other-shape",
+        "pandas",
+        "two-inputs",
+        "parameters",
+        "tritonclient-json",
+        "tritonclient-json-and-parameters",
+    ],
 )
 def test_direct_path_takes_only_requests_that_match_the_signature(
     saved_model: Path, payload: InferenceRequest, accepted: bool
