@@ -81,19 +81,35 @@ def sign_in_as_admin(env: MutableMapping[str, str]) -> None:
         env["MLFLOW_TRACKING_PASSWORD"] = auth.admin_password.get_secret_value()
 
 
-def use_running_local_stack(env: MutableMapping[str, str]) -> None:
+STOPPED_STACK_WAIT_SECONDS = "10"
+"""How long a subcommand waits for MLflow when the local stack of this folder is stopped (SANDBOX_TRACKING_WAIT_
+SECONDS, instead of 120 s): nothing of this folder is starting, and 10 s still cover a compose stack that is
+publishing its ports."""
+
+
+def use_running_local_stack(env: MutableMapping[str, str], subcommand: str) -> None:
     """Without MLFLOW_TRACKING_URI, the subcommands talk to the running local stack, on the ports it was started
     with (SANDBOX_DIR/run/endpoints.env), so that `sandbox list` in another shell never lands on another
     server or an empty store. A variable set in the environment or .env wins; with no local stack running,
-    nothing changes (the default, http://127.0.0.1:5000, is where compose publishes MLflow)."""
+    the default stays (http://127.0.0.1:5000, where compose publishes MLflow). When this folder's local stack
+    has run and is stopped, a subcommand other than the stack's own (up, down, status) says so at once and
+    waits STOPPED_STACK_WAIT_SECONDS for MLflow instead of 120 s, unless SANDBOX_TRACKING_WAIT_SECONDS is set."""
     if env.get("MLFLOW_TRACKING_URI"):
         return
     try:
-        from infra.local.endpoints import running_stack_endpoints
+        from infra.local.endpoints import running_stack_endpoints, stopped_stack_dir
     except ModuleNotFoundError:  # the images leave the local stack out (.dockerignore): there is none to find
         return
-    for key, value in (running_stack_endpoints() or {}).items():
+    endpoints = running_stack_endpoints()
+    for key, value in (endpoints or {}).items():
         env.setdefault(key, value)
+    if endpoints is None and SUBCOMMANDS[subcommand][0] != "infra.local.stack" and (folder := stopped_stack_dir()):
+        print(
+            f"note: the local stack in {folder} is stopped (start it: bash infra/sandbox.sh up); MLflow is looked "
+            "for at MLFLOW_TRACKING_URI's default, where compose publishes it",
+            file=sys.stderr,
+        )
+        env.setdefault("SANDBOX_TRACKING_WAIT_SECONDS", STOPPED_STACK_WAIT_SECONDS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, first, _ = SUBCOMMANDS[args[0]]
     load_dotenv(Path.cwd() / ".env", override=False, interpolate=True)
-    use_running_local_stack(os.environ)
+    use_running_local_stack(os.environ, args[0])
     sign_in_as_admin(os.environ)
     # A module whose own subcommand this is (registry's `list`) adds it to its usage line itself.
     os.environ[COMMAND_VARIABLE] = "sandbox" if first else f"sandbox {args[0]}"

@@ -28,7 +28,7 @@ from mlops_sandbox.mnist import MnistUnavailable
 from mlops_sandbox.references import model_uri
 from mlops_sandbox.settings import ModelReference, command_name
 from mlops_sandbox.tracking import connect, diagnose
-from mlops_sandbox.waiting import DependencyUnavailable
+from mlops_sandbox.waiting import DependencyUnavailable, on_stderr
 from training.data import load_mnist
 from training.fit import evaluate, fit
 from training.log import log_datasets, log_figures, log_model
@@ -67,7 +67,8 @@ def run(settings: TrainingSettings) -> TrainingResult:
         seed=settings.seed,
         train_limit=settings.train_limit,
     )
-    client = connect(settings.tracking)
+    # The notice: a person who ran `sandbox train` sees at once what it waits for; a job's log shows it too.
+    client = connect(settings.tracking, notice=on_stderr)
     tracking_uri = settings.tracking.tracking_uri
     with step(tracking_uri, "creating the run"):
         experiment = mlflow.set_experiment(settings.experiment_name)

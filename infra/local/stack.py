@@ -358,10 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid settings:\n{err}", file=sys.stderr)
         return 2
     except (StackError, DependencyUnavailable, InferenceError) as err:
-        print(
-            f"\nerror: {err}\nWhat is running stays up for inspection; stop it with: bash infra/sandbox.sh down",
-            file=sys.stderr,
-        )
+        running = any(stack.processes.running(name) for name in SERVICE_ORDER)
+        after = "\nWhat is running stays up for inspection; stop it with: bash infra/sandbox.sh down" if running else ""
+        print(f"\nerror: {err}{after}", file=sys.stderr)
         return 1
     return 0
 

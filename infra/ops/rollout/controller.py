@@ -276,7 +276,14 @@ class Canary:
 
         try:
             # A few scrapes: a generator started just before the rollout is not in Prometheus at once.
-            wait_for(traffic_seen, service="routed traffic", address=self.at.prometheus.url, timeout=15, interval=1)
+            wait_for(
+                traffic_seen,
+                service="routed traffic",
+                address=self.at.prometheus.url,
+                timeout=15,
+                interval=1,
+                notice=self.say,
+            )
         except DependencyUnavailable:
             raise RolloutError(
                 "no traffic went through the router in the last 30 s: a canary is judged on live traffic that "

@@ -66,19 +66,30 @@ def test_with_auth_on_the_subcommands_sign_in_as_the_admin_of_dot_env(
 
 
 def test_without_a_tracking_uri_the_subcommands_use_the_running_local_stacks_endpoints(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(cli.os, "execv", lambda path, argv: None)
     monkeypatch.setattr(os, "environ", dict(os.environ))
-    for name in ("MLFLOW_TRACKING_URI", "SANDBOX_SERVING_URL", "SANDBOX_DIR"):
+    for name in ("MLFLOW_TRACKING_URI", "SANDBOX_SERVING_URL", "SANDBOX_DIR", "SANDBOX_TRACKING_WAIT_SECONDS"):
         os.environ.pop(name, None)
     monkeypatch.chdir(tmp_path)
     run = tmp_path / ".sandbox" / "run"
     run.mkdir(parents=True)
+    # No stack ever ran here: the default, and its whole wait (a compose stack may be starting).
+    cli.main(["list"])
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "SANDBOX_TRACKING_WAIT_SECONDS" not in os.environ
+    assert capsys.readouterr().err == ""
     (run / "endpoints.env").write_text("MLFLOW_TRACKING_URI=http://127.0.0.1:5123\nSANDBOX_SERVING_URL=http://x:1\n")
-    # Written, but no tracking server runs: the default stays.
+    # Written, but no tracking server runs (after `down`): the default stays, said at once, with a short wait.
+    cli.main(["status"])
+    assert "SANDBOX_TRACKING_WAIT_SECONDS" not in os.environ and capsys.readouterr().err == ""
     cli.main(["list"])
     assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert os.environ.pop("SANDBOX_TRACKING_WAIT_SECONDS") == cli.STOPPED_STACK_WAIT_SECONDS
+    assert f"the local stack in {tmp_path / '.sandbox'} is stopped" in capsys.readouterr().err
+    os.environ["SANDBOX_TRACKING_WAIT_SECONDS"] = "300"  # the user's own wait wins
+    cli.main(["list"])
+    assert os.environ.pop("SANDBOX_TRACKING_WAIT_SECONDS") == "300"
     tracking_server = start_group(["sleep", "60"])
     try:
         (run / "mlflow.pid").write_text(
@@ -86,6 +97,7 @@ def test_without_a_tracking_uri_the_subcommands_use_the_running_local_stacks_end
         )
         cli.main(["list"])
         assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5123"
+        assert "SANDBOX_TRACKING_WAIT_SECONDS" not in os.environ
         # A tracking URI of the user's wins, and the rest then stays as the user set it.
         os.environ.update(MLFLOW_TRACKING_URI="http://elsewhere:5000")
         os.environ.pop("SANDBOX_SERVING_URL")

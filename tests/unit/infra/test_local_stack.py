@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from infra.local.processes import PROJECT_ROOT, StackError
 from infra.local.settings import LocalStackSettings
-from infra.local.stack import Stack, read_env_file, up
+from infra.local.stack import Stack, main, read_env_file, up
 from tools.ports import free_port
 
 
@@ -119,3 +119,14 @@ def test_a_port_taken_by_another_program_stops_up_before_anything_starts_and_nam
     # S3 comes before MLflow in `up`: it was not started, then left behind.
     assert stack.processes.running("s3") is None
     assert "s3: started" not in capsys.readouterr().out
+
+
+def test_a_rehearsal_with_nothing_running_says_to_start_the_sandbox_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SANDBOX_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # no .env here
+    assert main(["rehearse", "good"]) == 1
+    error = capsys.readouterr().err
+    assert "not running: mlflow" in error and "start the sandbox first: bash infra/sandbox.sh" in error
+    assert "stays up" not in error  # nothing runs: nothing to inspect or stop
