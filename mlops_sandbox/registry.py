@@ -251,7 +251,9 @@ def rollback(client: MlflowClient, name: str) -> Promotion:
     target = current.tags.get(PREVIOUS_PRODUCTION_TAG)
     if not target:
         raise RegistryError(
-            f"{name} version {current.version} is @production but records no previous production version"
+            f"{name} version {current.version} is @production but records no previous production version "
+            "(the first version made @production records none): promote the version you want instead "
+            "(sandbox promote N --to production; sandbox list shows them)"
         )
     try:
         client.get_model_version(name, target)

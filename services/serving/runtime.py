@@ -48,11 +48,13 @@ from services.serving.tensors import TensorBytesError, from_bytes, model_params
 
 def count_values(data: Any) -> int:
     """How many values `data` holds, at any depth of nesting (a V2 tensor's data may be flat or nested, as
-    numpy would read it). ValueError for what a V2 tensor cannot carry (an object)."""
+    numpy would read it). ValueError for what a numeric V2 tensor cannot carry (an object, a string)."""
     if isinstance(data, np.ndarray):
         return data.size  # raw gRPC or binary REST bytes, read as a flat array (services/serving/tensors.py)
     if isinstance(data, dict):
         raise ValueError("a tensor's data is a list of values, not an object")
+    if isinstance(data, str):  # BYTES tensors, whose values are strings, are not counted
+        raise ValueError(f"a tensor's data is a list of values, not a string ({data[:20]!r})")
     if not isinstance(data, (list, tuple)):
         return 1
     containers = (list, tuple, dict)

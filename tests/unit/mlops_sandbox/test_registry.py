@@ -134,7 +134,9 @@ def test_rollback_walks_back_through_production_history(client: MlflowClient) ->
     assert stages(client) == {"1": "Archived", "2": "Production", "3": "Archived"}
     assert registry.ROLLED_BACK_TAG in client.get_model_version(NAME, "3").tags
     assert registry.rollback(client, NAME).version == "1"
-    with pytest.raises(registry.RegistryError, match="no previous production version"):
+    with pytest.raises(
+        registry.RegistryError, match=r"no previous production version .*: promote the version you want instead"
+    ):
         registry.rollback(client, NAME)
     assert alias(client, "production") == "1"
 

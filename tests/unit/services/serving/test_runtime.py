@@ -172,6 +172,7 @@ def test_direct_path_takes_only_requests_that_match_the_signature(
             "declares shape []: a tensor has at least one dimension",
         ),
         (request(IMAGES, data={"a": 1}), "a list of values, not an object"),
+        (request(IMAGES, data="abc"), "a list of values, not a string ('abc')"),
         (InferenceRequest(inputs=[]), "the model takes one input tensor; the request has 0"),
         (request(IMAGES, datatype="FP32", data=["x"] * 2352), "cannot decode"),
         (
@@ -185,7 +186,17 @@ def test_direct_path_takes_only_requests_that_match_the_signature(
             "declares shape [-1, 1, 28, 28]: the V2 protocol allows no negative dimension",
         ),
     ],
-    ids=["fp64", "flat", "too-little-data", "rank-0", "object-data", "no-input", "strings", "negative-dimension"],
+    ids=[
+        "fp64",
+        "flat",
+        "too-little-data",
+        "rank-0",
+        "object-data",
+        "string-data",
+        "no-input",
+        "strings",
+        "negative-dimension",
+    ],
 )
 def test_bad_input_is_a_client_error_with_the_reason(saved_model: Path, payload: InferenceRequest, reason: str) -> None:
     with pytest.raises(InferenceError) as raised:
