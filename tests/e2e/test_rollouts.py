@@ -160,6 +160,8 @@ def test_a_rollout_without_labelled_traffic_is_refused_before_anything_moves(san
     done = run_module("infra.ops.rollout", "start", candidate, env=rollout_env(sandbox))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "no traffic went through the router" in done.stderr
+    # Said at once, not after a silent wait: what it waits for, and for how long.
+    assert "waiting up to 15 s for routed traffic" in done.stdout, done.stdout
     assert str(sandbox.client.get_model_version_by_alias(MODEL, "staging").version) == staging
     assert sandbox.router.split() == Split(0, 0)
 
