@@ -97,16 +97,18 @@ def use_running_local_stack(env: MutableMapping[str, str], subcommand: str) -> N
     if env.get("MLFLOW_TRACKING_URI"):
         return
     try:
-        from infra.local.endpoints import running_stack_endpoints, stopped_stack_dir
+        from infra.local.endpoints import local_stack
     except ModuleNotFoundError:  # the images leave the local stack out (.dockerignore): there is none to find
         return
-    endpoints = running_stack_endpoints()
-    for key, value in (endpoints or {}).items():
+    stack = local_stack()
+    if stack is None:
+        return
+    for key, value in (stack.endpoints or {}).items():
         env.setdefault(key, value)
-    if endpoints is None and SUBCOMMANDS[subcommand][0] != "infra.local.stack" and (folder := stopped_stack_dir()):
+    if stack.endpoints is None and SUBCOMMANDS[subcommand][0] != "infra.local.stack":
         print(
-            f"note: the local stack in {folder} is stopped (start it: bash infra/sandbox.sh up); MLflow is looked "
-            "for at MLFLOW_TRACKING_URI's default, where compose publishes it",
+            f"note: the local stack in {stack.folder} is stopped (start it: bash infra/sandbox.sh up); MLflow is "
+            "looked for at MLFLOW_TRACKING_URI's default, where compose publishes it",
             file=sys.stderr,
         )
         env.setdefault("SANDBOX_TRACKING_WAIT_SECONDS", STOPPED_STACK_WAIT_SECONDS)

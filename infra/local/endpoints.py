@@ -8,6 +8,7 @@ reads them back without importing MLflow, so that the `sandbox` command stays qu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from dotenv import dotenv_values
 from pydantic import ValidationError
@@ -18,26 +19,19 @@ from infra.local.settings import LocalStackSettings
 ENDPOINTS_FILE = "endpoints.env"
 
 
-def running_stack_endpoints() -> dict[str, str] | None:
-    """The client endpoints of the local stack (MLFLOW_TRACKING_URI, SANDBOX_SERVING_URL, ...) when its tracking
-    server is running, per its PID file in SANDBOX_DIR (as this process's settings name it). None when it is
-    not running, has written none, or the settings do not validate (the command that reads them then says
-    what is wrong)."""
-    found = _local_stack()
-    return found[1] if found is not None and found[1] is not None else None
+class LocalStack(NamedTuple):
+    """A local stack that wrote its endpoints in SANDBOX_DIR: its folder, and its client endpoints
+    (MLFLOW_TRACKING_URI, SANDBOX_SERVING_URL, ...) while its tracking server runs, else None (`down` stopped it,
+    or it died)."""
+
+    folder: Path
+    endpoints: dict[str, str] | None
 
 
-def stopped_stack_dir() -> Path | None:
-    """SANDBOX_DIR when a local stack has run from it (its endpoints file is there) and its tracking server does
-    not run now: `down` stopped it, or it died. None when no stack ran there, it runs, or the settings do not
-    validate."""
-    found = _local_stack()
-    return found[0] if found is not None and found[1] is None else None
-
-
-def _local_stack() -> tuple[Path, dict[str, str] | None] | None:
-    """(SANDBOX_DIR, its endpoints while its tracking server runs, else None) when a stack wrote its endpoints
-    there; None otherwise."""
+def local_stack() -> LocalStack | None:
+    """The local stack of SANDBOX_DIR (as this process's settings name it), running or not, per its endpoints
+    file and its tracking server's PID file. None when no stack wrote its endpoints there, or the settings do
+    not validate (the command that reads them then says what is wrong)."""
     try:
         settings = LocalStackSettings()
     except ValidationError:
@@ -47,5 +41,5 @@ def _local_stack() -> tuple[Path, dict[str, str] | None] | None:
         return None
     folder = settings.sandbox_dir.resolve()
     if Processes(settings.run, settings.logs, lambda name: {}).running("mlflow") is None:
-        return folder, None
-    return folder, {key: value for key, value in dotenv_values(path).items() if value is not None}
+        return LocalStack(folder, None)
+    return LocalStack(folder, {key: value for key, value in dotenv_values(path).items() if value is not None})

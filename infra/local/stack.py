@@ -144,7 +144,7 @@ class Stack:
 
     def write_client_endpoints(self) -> Path:
         """Write `client_endpoints` to SANDBOX_DIR/run/endpoints.env (dotenv), for `sandbox` commands run from
-        another shell, which may not have the settings this stack was started with (running_stack_endpoints)."""
+        another shell, which may not have the settings this stack was started with (endpoints.local_stack)."""
         path = self.settings.run / ENDPOINTS_FILE
         path.write_text("".join(f"{key}={value}\n" for key, value in self.client_endpoints().items()))
         return path
